@@ -1,0 +1,23 @@
+/* cli.h - the capsa command-line verbs; each verb group lives in its own file. */
+#ifndef CAPSA_CLI_H
+#define CAPSA_CLI_H
+
+#include <stdbool.h>
+
+struct cli_verb {
+    const char *name;
+    const char *alias;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the verb name */
+    bool hidden;
+};
+
+/* Verb entry points (exit status is the return value). */
+int cmd_spec(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+/* Print "capsa: error: MSG" to stderr; returns exit status 1. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,67 @@
+/* log.c - leveled logging to stderr. Default level: warn. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static enum capsa_log_level cur_level = CAPSA_LOG_WARN;
+static char ident[64] = "capsa";
+
+static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
+
+int capsa_log_parse_level(const char *s)
+{
+    for (int i = 0; i < (int)(sizeof(level_names) / sizeof(level_names[0])); i++)
+        if (s && strcmp(s, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void capsa_log_set_level(enum capsa_log_level lvl)
+{
+    cur_level = lvl;
+}
+
+enum capsa_log_level capsa_log_get_level(void)
+{
+    return cur_level;
+}
+
+void capsa_log_set_ident(const char *s)
+{
+    snprintf(ident, sizeof(ident), "%s", s);
+}
+
+void capsa_log_init_from_env(void)
+{
+    const char *v = getenv("CAPSA_LOG");
+    int lvl;
+
+    if (!v || !*v)
+        return;
+    lvl = capsa_log_parse_level(v);
+    if (lvl < 0) {
+        fprintf(stderr, "%s: warning: CAPSA_LOG=%s is not one of error|warn|info|debug|trace\n",
+                ident, v);
+        return;
+    }
+    cur_level = (enum capsa_log_level)lvl;
+}
+
+void capsa_log(enum capsa_log_level lvl, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+
+    if (lvl > cur_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (lvl == CAPSA_LOG_INFO)
+        fprintf(stderr, "%s: %s\n", ident, buf);
+    else
+        fprintf(stderr, "%s: %s: %s\n", ident, level_names[lvl], buf);
+}

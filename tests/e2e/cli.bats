@@ -1,0 +1,30 @@
+#!/usr/bin/env bats
+# cli.bats - global CLI behaviour: help, version, unknown verbs and options.
+load helpers
+
+setup_file() { capsa_home_setup; }
+
+@test "capsa --help lists the commands" {
+  run capsa --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"run"* ]]
+  [[ "$output" == *"spec"* ]]
+}
+
+@test "capsa --version prints the version" {
+  run capsa --version
+  [ "$status" -eq 0 ]
+  [[ "$output" == "capsa "[0-9]* ]]
+}
+
+@test "unknown command is a clear error" {
+  run capsa frobnicate
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"unknown command 'frobnicate'"* ]]
+}
+
+@test "bad --log-level names the expected values" {
+  run capsa --log-level loud version
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"error|warn|info|debug|trace"* ]]
+}
