@@ -1,9 +1,388 @@
-/* cmd_run.c - placeholder until the run verb lands. */
+/* cmd_run.c - `capsa run`: boot a sandbox, run one command in it, remove it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/units.h"
+#include "lib/agentc.h"
+#include "lib/boot.h"
+#include "lib/exec.h"
+#include "vm/accel.h"
+
+#define MAX_ENV 256
+
+static const char run_help[] =
+    "Usage: capsa run [OPTIONS] ROOTFS [-- COMMAND [ARG...]]\n"
+    "       capsa run [OPTIONS] --rootfs DIR [-- COMMAND [ARG...]]\n"
+    "\n"
+    "Boot a throwaway microVM whose root filesystem is the host directory ROOTFS (shared\n"
+    "read-write into the guest over virtio-9p), run COMMAND in it, stream its output,\n"
+    "and exit with its exit status. The VM is stopped and every trace of it removed\n"
+    "when the command ends. Standard input is forwarded when it is not a terminal\n"
+    "(piped stdin reaches the command; end of input closes it). When stdin and stdout\n"
+    "are terminals the command gets a pseudo-terminal; press ctrl-] to detach.\n"
+    "\n"
+    "Options:\n"
+    "  --rootfs DIR         host directory to boot as the root filesystem\n"
+    "  -c, --cpus N         virtual CPUs (default 1)\n"
+    "  -m, --memory SIZE    guest memory, e.g. 512M, 1G (default 512M)\n"
+    "  -e, --env K=V        set an environment variable (repeatable)\n"
+    "  -w, --workdir DIR    working directory of the command (absolute)\n"
+    "  -u, --user USER      USER[:GROUP] or UID[:GID] from the guest's /etc/passwd\n"
+    "  -H, --hostname NAME  guest hostname (default: capsa)\n"
+    "  -t, --tty            allocate a pseudo-terminal even when not interactive\n"
+    "      --no-tty         never allocate a pseudo-terminal\n"
+    "      --timeout DUR    kill the command after DUR (500ms, 30s, 5m, 1h); exit 124\n"
+    "      --rlimit R=S[:H] resource limit for the command, e.g. nofile=1024:2048\n"
+    "      --accel A        auto|kvm|tcg (default auto: KVM when a probe boot works)\n"
+    "  -q, --quiet          print nothing but the command's own output\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "Exit status: the command's; 128+N when it was killed by signal N; 127 when it was\n"
+    "not found; 126 when it is not executable; 124 on --timeout; 1 when capsa failed.\n"
+    "\n"
+    "Environment: CAPSA_HOME (state, default ~/.capsa), CAPSA_KERNEL (guest kernel),\n"
+    "CAPSA_AGENT (guest agent binary), CAPSA_BOOT_TIMEOUT (seconds, default 120).\n";
+
+static const char *const rlimit_names[] = {
+    "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile",
+    "memlock", "as", "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime",
+};
+
+/* "nofile=1024[:2048]" -> {resource, soft, hard} */
+static json_t *parse_rlimit(const char *s, capsa_err *err)
+{
+    char res[32];
+    const char *eq = strchr(s, '=');
+    unsigned long long soft, hard;
+    char *end;
+    bool known = false;
+
+    if (!eq || eq == s || (size_t)(eq - s) >= sizeof(res)) {
+        capsa_err_set(err, EINVAL, "--rlimit '%s': expected RESOURCE=SOFT[:HARD]", s);
+        return NULL;
+    }
+    memcpy(res, s, (size_t)(eq - s));
+    res[eq - s] = '\0';
+    for (char *p = res; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+    for (size_t i = 0; i < ARRAY_SIZE(rlimit_names); i++)
+        known = known || !strcmp(res, rlimit_names[i]);
+    if (!known) {
+        capsa_err_set(err, EINVAL,
+                      "--rlimit '%s': unknown resource '%s' (expected cpu, fsize, data, stack, "
+                      "core, rss, nproc, nofile, memlock, as, locks, sigpending, msgqueue, nice, "
+                      "rtprio or rttime)",
+                      s, res);
+        return NULL;
+    }
+    errno = 0;
+    soft = strtoull(eq + 1, &end, 10);
+    if (errno || end == eq + 1 || (*end && *end != ':'))
+        goto bad;
+    hard = soft;
+    if (*end == ':') {
+        const char *h = end + 1;
+        hard = strtoull(h, &end, 10);
+        if (errno || end == h || *end)
+            goto bad;
+    }
+    if (soft > hard) {
+        capsa_err_set(err, EINVAL, "--rlimit '%s': soft limit %llu is above hard limit %llu", s,
+                      soft, hard);
+        return NULL;
+    }
+    return json_pack("{s:s, s:I, s:I}", "resource", res, "soft", (json_int_t)soft, "hard",
+                     (json_int_t)hard);
+bad:
+    capsa_err_set(err, EINVAL, "--rlimit '%s': limits must be non-negative integers", s);
+    return NULL;
+}
+
+static struct termios saved_tio;
+static bool tio_saved;
+
+static void restore_tty(void)
+{
+    if (tio_saved)
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
+    tio_saved = false;
+}
+
+static int make_raw(void)
+{
+    struct termios t;
+
+    if (tcgetattr(STDIN_FILENO, &saved_tio) < 0)
+        return -1;
+    tio_saved = true;
+    atexit(restore_tty);
+    t = saved_tio;
+    cfmakeraw(&t);
+    return tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
+}
+
+struct run_opts {
+    const char *rootfs;
+    int cpus;
+    uint64_t memory_mib;
+    char *env[MAX_ENV + 1];
+    size_t nenv;
+    const char *workdir, *user, *hostname;
+    int tty; /* -1 auto, 0 no, 1 yes */
+    uint64_t timeout_ms;
+    json_t *rlimits;
+    enum capsa_accel accel;
+    bool quiet;
+    char **cmd;
+};
+
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+    enum { OPT_ROOTFS = 256, OPT_NO_TTY, OPT_TIMEOUT, OPT_RLIMIT, OPT_ACCEL };
+    static const struct option longopts[] = {
+        {"rootfs", required_argument, NULL, OPT_ROOTFS},
+        {"cpus", required_argument, NULL, 'c'},
+        {"memory", required_argument, NULL, 'm'},
+        {"env", required_argument, NULL, 'e'},
+        {"workdir", required_argument, NULL, 'w'},
+        {"user", required_argument, NULL, 'u'},
+        {"hostname", required_argument, NULL, 'H'},
+        {"tty", no_argument, NULL, 't'},
+        {"no-tty", no_argument, NULL, OPT_NO_TTY},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"rlimit", required_argument, NULL, OPT_RLIMIT},
+        {"accel", required_argument, NULL, OPT_ACCEL},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    capsa_err err = {0};
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+c:m:e:w:u:H:tqh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ROOTFS:
+            o->rootfs = optarg;
+            break;
+        case 'c': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 64)
+                return cli_fail("--cpus '%s': expected an integer from 1 to 64", optarg);
+            o->cpus = (int)v;
+            break;
+        }
+        case 'm':
+            if (capsa_parse_size_mib(optarg, &o->memory_mib, &err) < 0)
+                return cli_fail("--memory: %s", err.msg);
+            if (o->memory_mib < 64)
+                return cli_fail("--memory '%s': at least 64M is needed to boot", optarg);
+            break;
+        case 'e':
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                return cli_fail("--env '%s': expected KEY=VALUE", optarg);
+            if (o->nenv >= MAX_ENV)
+                return cli_fail("--env: at most %d variables", MAX_ENV);
+            o->env[o->nenv++] = optarg;
+            break;
+        case 'w':
+            if (optarg[0] != '/')
+                return cli_fail("--workdir '%s': must be an absolute path", optarg);
+            o->workdir = optarg;
+            break;
+        case 'u':
+            if (!*optarg)
+                return cli_fail("--user: must not be empty");
+            o->user = optarg;
+            break;
+        case 'H':
+            if (!*optarg || strlen(optarg) > 64)
+                return cli_fail("--hostname '%s': must be 1 to 64 characters", optarg);
+            o->hostname = optarg;
+            break;
+        case 't':
+            o->tty = 1;
+            break;
+        case OPT_NO_TTY:
+            o->tty = 0;
+            break;
+        case OPT_TIMEOUT:
+            if (capsa_parse_duration_ms(optarg, &o->timeout_ms, &err) < 0)
+                return cli_fail("--timeout: %s", err.msg);
+            if (o->timeout_ms == 0)
+                return cli_fail("--timeout '%s': must be greater than zero", optarg);
+            break;
+        case OPT_RLIMIT: {
+            json_t *r = parse_rlimit(optarg, &err);
+            if (!r)
+                return cli_fail("%s", err.msg);
+            json_array_append_new(o->rlimits, r);
+            break;
+        }
+        case OPT_ACCEL:
+            if (capsa_accel_parse(optarg, &o->accel, &err) < 0)
+                return cli_fail("--accel: %s", err.msg);
+            break;
+        case 'q':
+            o->quiet = true;
+            break;
+        case 'h':
+            fputs(run_help, stdout);
+            return -1;
+        default:
+            return cli_fail("run: unknown or incomplete option '%s' (see capsa run --help)",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind < argc && strcmp(argv[optind], "--") != 0) {
+        const char *img = argv[optind++];
+        if (o->rootfs)
+            return cli_fail("run: give the root either as --rootfs DIR or as ROOTFS, not both");
+        if (img[0] != '/' && img[0] != '.')
+            return cli_fail("run: '%s': OCI images are not supported yet; give a root "
+                            "directory (a path starting with / or .) or --rootfs DIR",
+                            img);
+        o->rootfs = img;
+    }
+    if (optind < argc && strcmp(argv[optind], "--") == 0)
+        optind++;
+    if (optind >= argc)
+        return cli_fail("run: no command given (capsa run ROOTFS -- COMMAND [ARG...])");
+    o->cmd = argv + optind;
+    if (!o->rootfs)
+        return cli_fail("run: no root filesystem given (--rootfs DIR)");
+    return 0;
+}
+
+static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
+{
+    struct capsa_boot_opts bo = {0};
+    struct capsa_booted *b = NULL;
+    struct capsa_exec_result res;
+    struct capsa_exec_opts eo = {0};
+    capsa_err err = {0};
+    sigset_t mask;
+    _cleanup_close_ int sfd = -1;
+    bool tty;
+    int ret = -1;
+
+    bo.rootfs = o->rootfs;
+    bo.cpus = o->cpus;
+    bo.memory_mib = (int)o->memory_mib;
+    bo.accel = o->accel;
+    bo.hostname = o->hostname;
+    bo.workdir = o->workdir;
+    bo.user = o->user;
+    if (capsa_boot(&bo, run_dir, &b, &err) < 0) {
+        cli_fail("run: %s", err.msg);
+        return -1;
+    }
+    /* From here on signals arrive through a signalfd and go to the command. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGQUIT);
+    sigaddset(&mask, SIGWINCH);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    tty = o->tty == 1 || (o->tty == -1 && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO));
+    o->env[o->nenv] = NULL;
+    eo.argv = o->cmd;
+    eo.env = o->env;
+    eo.cwd = o->workdir;
+    eo.user = o->user;
+    eo.rlimits = json_array_size(o->rlimits) ? o->rlimits : NULL;
+    eo.tty = tty;
+    eo.stdin_fd = STDIN_FILENO;
+    eo.stdout_fd = STDOUT_FILENO;
+    eo.stderr_fd = STDERR_FILENO;
+    eo.timeout_ms = o->timeout_ms;
+    eo.signal_fd = sfd;
+    eo.winsize_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : -1;
+    eo.detach_key = tty && isatty(STDIN_FILENO) ? 0x1d : -1;
+    if (tty && isatty(STDIN_FILENO)) {
+        struct winsize ws;
+        if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+            eo.rows = ws.ws_row;
+            eo.cols = ws.ws_col;
+        }
+        make_raw();
+    }
+    if (capsa_exec_run(&b->conn, &eo, &res, &err) < 0) {
+        restore_tty();
+        cli_fail("run: %s", err.msg);
+        capsa_boot_dump_console(b->console_log);
+        goto out;
+    }
+    restore_tty();
+    switch (res.end) {
+    case CAPSA_EXEC_FAILED:
+        cli_fail("run: cannot run '%s': %s", o->cmd[0], res.message);
+        break;
+    case CAPSA_EXEC_TIMEOUT:
+        if (!o->quiet)
+            cli_fail("run: the command timed out after %llu ms and was killed",
+                     (unsigned long long)o->timeout_ms);
+        break;
+    case CAPSA_EXEC_DETACHED:
+        if (!o->quiet)
+            fprintf(stderr, "\r\ncapsa: detached; the sandbox was ephemeral and is removed\n");
+        break;
+    case CAPSA_EXEC_EXITED:
+        break;
+    }
+    *status = capsa_exec_exit_status(&res);
+    ret = 0;
+out:
+    if (capsa_boot_stop(b, 5000, false, &err) < 0)
+        log_warn("stopping the VM: %s", err.msg);
+    sigprocmask(SIG_UNBLOCK, &mask, NULL);
+    return ret;
+}
 
 int cmd_run(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_fail("run: not implemented yet");
+    struct run_opts o = {.cpus = 1, .memory_mib = 512, .tty = -1};
+    char run_dir[4096], id[32];
+    capsa_err err = {0};
+    int status = 1, r;
+
+    o.rlimits = json_array();
+    r = parse_args(argc, argv, &o);
+    if (r != 0) {
+        json_decref(o.rlimits);
+        return r < 0 ? 0 : r;
+    }
+    snprintf(id, sizeof(id), "run-%d-%lx", (int)getpid(), (unsigned long)time(NULL));
+    if (capsa_path(run_dir, sizeof(run_dir), &err, "run/%s", id) < 0 ||
+        capsa_mkdir_p(run_dir, 0700, &err) < 0) {
+        json_decref(o.rlimits);
+        return cli_fail("run: %s", err.msg);
+    }
+    if (run_in_vm(&o, run_dir, &status) < 0)
+        status = 1;
+    if (capsa_rm_rf(run_dir, &err) < 0)
+        log_warn("%s", err.msg);
+    json_decref(o.rlimits);
+    return status;
 }

@@ -15,6 +15,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "common/units.h"
 
 static void test_err_prefix(void **state)
 {
@@ -81,6 +82,40 @@ static void test_cleanup_steal(void **state)
     free(q);
 }
 
+static void test_units(void **state)
+{
+    uint64_t v;
+    capsa_err err = {0};
+    (void)state;
+
+    assert_int_equal(capsa_parse_size_mib("512M", &v, &err), 0);
+    assert_int_equal(v, 512);
+    assert_int_equal(capsa_parse_size_mib("1.5G", &v, &err), 0);
+    assert_int_equal(v, 1536);
+    assert_int_equal(capsa_parse_size_mib("256", &v, &err), 0);
+    assert_int_equal(v, 256);
+    assert_int_equal(capsa_parse_size_mib("1gib", &v, &err), 0);
+    assert_int_equal(v, 1024);
+    assert_int_equal(capsa_parse_size_mib("512K", &v, &err), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(capsa_parse_size_mib("0", &v, &err), -1);
+    assert_int_equal(capsa_parse_size_mib("12X", &v, &err), -1);
+    assert_non_null(strstr(err.msg, "size '12X'"));
+    assert_int_equal(capsa_parse_size_mib("", &v, &err), -1);
+    assert_int_equal(capsa_parse_size_mib("-5M", &v, &err), -1);
+
+    assert_int_equal(capsa_parse_duration_ms("500ms", &v, &err), 0);
+    assert_int_equal(v, 500);
+    assert_int_equal(capsa_parse_duration_ms("30", &v, &err), 0);
+    assert_int_equal(v, 30000);
+    assert_int_equal(capsa_parse_duration_ms("5m", &v, &err), 0);
+    assert_int_equal(v, 300000);
+    assert_int_equal(capsa_parse_duration_ms("1.5h", &v, &err), 0);
+    assert_int_equal(v, 5400000);
+    assert_int_equal(capsa_parse_duration_ms("3 s", &v, &err), -1);
+    assert_int_equal(capsa_parse_duration_ms("s", &v, &err), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -89,6 +124,7 @@ int main(void)
         cmocka_unit_test(test_home_and_paths),
         cmocka_unit_test(test_mkdir_rm),
         cmocka_unit_test(test_cleanup_steal),
+        cmocka_unit_test(test_units),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

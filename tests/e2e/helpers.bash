@@ -10,3 +10,4 @@ capsa_home_setup() {
   local real="${CAPSA_KERNEL_CACHE:-$HOME/.capsa/kernel}"
   if [ -d "$real" ] && [ ! -e "$CAPSA_HOME/kernel" ]; then ln -s "$real" "$CAPSA_HOME/kernel"; fi
 }
+: "${CAPSA_BUILD:=$BATS_TEST_DIRNAME/../../build}"
