@@ -1,0 +1,348 @@
+/* boot.c - PID 1 duties: early mounts, the agent port, the root switch, hostname,
+ * clock and extra 9p mounts; and the final power-off.
+ *
+ * The initramfs root cannot be pivot_root'ed away from, so the switch is done
+ * the way switch_root does it: mount the new root at /newroot, move /proc, /sys
+ * and /dev into it, MS_MOVE it over / and chroot into it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "common/cleanup.h"
+#include "common/err.h"
+
+#define PORT_NAME  "capsa.agent"
+#define NEWROOT    "/newroot"
+#define P9_OPTS    "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
+#define P9_OPTS_NC "trans=virtio,version=9p2000.L,msize=524288"
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[AGENT_MAX_PATH + 1];
+    size_t len = strlen(path);
+
+    if (len > AGENT_MAX_PATH) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -1;
+            if (c == '\0')
+                break;
+            *p = c;
+        }
+    }
+    return 0;
+}
+
+static int do_mount(const char *src, const char *target, const char *fstype, unsigned long flags,
+                    const char *data, capsa_err *err)
+{
+    if (mkdir_p(target, 0755) < 0)
+        return capsa_err_set(err, errno, "mkdir %s: %s", target, strerror(errno));
+    if (mount(src, target, fstype, flags, data) < 0)
+        return capsa_err_set(err, errno, "mount %s on %s (%s): %s", src, target, fstype,
+                             strerror(errno));
+    return 0;
+}
+
+/* Make sure fds 0-2 exist: the console if the kernel could not give us one. */
+static void ensure_console(void)
+{
+    int fd = -1;
+
+    for (int i = 0; i < 3; i++) {
+        if (fcntl(i, F_GETFD) >= 0)
+            continue;
+        if (fd < 0)
+            fd = open("/dev/console", O_RDWR | O_NOCTTY);
+        if (fd < 0)
+            fd = open("/dev/null", O_RDWR | O_NOCTTY);
+        if (fd < 0)
+            return;
+        if (fd != i)
+            dup2(fd, i);
+    }
+    if (fd > 2)
+        close(fd);
+}
+
+/* /dev/<vportNpM> for the port named capsa.agent; creates the node if needed. */
+static int open_port(capsa_err *err)
+{
+    _cleanup_dir_ DIR *d = opendir("/sys/class/virtio-ports");
+    struct dirent *de;
+
+    if (!d)
+        return capsa_err_set(err, errno, "/sys/class/virtio-ports: %s", strerror(errno));
+    while ((de = readdir(d))) {
+        char path[512], name[64] = "", dev[64];
+        _cleanup_fclose_ FILE *f = NULL;
+        unsigned int maj, min;
+        int fd;
+
+        if (de->d_name[0] == '.' || strlen(de->d_name) > 64)
+            continue;
+        snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
+        f = fopen(path, "re");
+        if (!f || !fgets(name, sizeof(name), f))
+            continue;
+        name[strcspn(name, "\n")] = '\0';
+        if (strcmp(name, PORT_NAME) != 0)
+            continue;
+        snprintf(dev, sizeof(dev), "/dev/%s", de->d_name);
+        fd = open(dev, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0 && errno == ENOENT) {
+            _cleanup_fclose_ FILE *df = NULL;
+            snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/dev", de->d_name);
+            df = fopen(path, "re");
+            if (df && fscanf(df, "%u:%u", &maj, &min) == 2 &&
+                mknod(dev, S_IFCHR | 0600, makedev(maj, min)) == 0)
+                fd = open(dev, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        }
+        if (fd < 0)
+            return capsa_err_set(err, errno, "open %s: %s", dev, strerror(errno));
+        return fd;
+    }
+    return capsa_err_set(err, ENOENT, "no virtio-serial port named %s", PORT_NAME);
+}
+
+int agent_boot_early(capsa_err *err)
+{
+    int fd = -1;
+
+    mkdir("/proc", 0555);
+    mkdir("/sys", 0555);
+    mkdir("/dev", 0755);
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
+        errno != EBUSY)
+        return capsa_err_set(err, errno, "mount /proc: %s", strerror(errno));
+    if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
+        errno != EBUSY)
+        return capsa_err_set(err, errno, "mount /sys: %s", strerror(errno));
+    if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
+        return capsa_err_set(err, errno, "mount /dev: %s", strerror(errno));
+    ensure_console();
+    /* virtio probing is done before init runs, but be lenient: up to 5 s */
+    for (int i = 0; i < 100; i++) {
+        fd = open_port(err);
+        if (fd >= 0)
+            return fd;
+        poll(NULL, 0, 50);
+    }
+    return -1;
+}
+
+/* /dev/pts, /dev/shm, /run, /tmp under prefix ("" or NEWROOT). */
+static int mount_runtime(const char *prefix, capsa_err *err)
+{
+    static const struct {
+        const char *src, *dir, *type, *opts;
+        unsigned long flags;
+    } m[] = {
+        {"devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
+         MS_NOSUID | MS_NOEXEC},
+        {"shm", "/dev/shm", "tmpfs", "mode=1777", MS_NOSUID | MS_NODEV},
+        {"run", "/run", "tmpfs", "mode=0755", MS_NOSUID | MS_NODEV},
+        {"tmp", "/tmp", "tmpfs", "mode=1777", MS_NOSUID | MS_NODEV},
+    };
+    char path[256];
+
+    for (size_t i = 0; i < ARRAY_SIZE(m); i++) {
+        snprintf(path, sizeof(path), "%s%s", prefix, m[i].dir);
+        if (do_mount(m[i].src, path, m[i].type, m[i].flags, m[i].opts, err) < 0) {
+            /* older kernels want devpts without gid= when group 5 is unknown */
+            if (i == 0 && mount(m[i].src, path, m[i].type, m[i].flags,
+                                "newinstance,ptmxmode=0666") == 0)
+                continue;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int mount_9p(const char *tag, const char *target, unsigned long flags, capsa_err *err)
+{
+    if (mkdir_p(target, 0755) < 0)
+        return capsa_err_set(err, errno, "mkdir %s: %s", target, strerror(errno));
+    if (mount(tag, target, "9p", flags, P9_OPTS) == 0)
+        return 0;
+    if (errno == EINVAL && mount(tag, target, "9p", flags, P9_OPTS_NC) == 0)
+        return 0;
+    return capsa_err_set(err, errno, "mount 9p tag %s on %s: %s", tag, target, strerror(errno));
+}
+
+static int switch_root_9p(const char *tag, capsa_err *err)
+{
+    static const char *const moved[] = {"/proc", "/sys", "/dev"};
+    char path[64];
+
+    if (mount_9p(tag, NEWROOT, 0, err) < 0)
+        return capsa_err_prefix(err, "root");
+    for (size_t i = 0; i < ARRAY_SIZE(moved); i++) {
+        snprintf(path, sizeof(path), NEWROOT "%s", moved[i]);
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+            return capsa_err_set(err, errno, "mkdir %s in the root: %s", moved[i],
+                                 strerror(errno));
+        if (mount(moved[i], path, NULL, MS_MOVE, NULL) < 0)
+            return capsa_err_set(err, errno, "moving %s into the root: %s", moved[i],
+                                 strerror(errno));
+    }
+    if (mount_runtime(NEWROOT, err) < 0)
+        return -1;
+    if (chdir(NEWROOT) < 0)
+        return capsa_err_set(err, errno, "chdir " NEWROOT ": %s", strerror(errno));
+    if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
+        return capsa_err_set(err, errno, "moving the root over /: %s", strerror(errno));
+    if (chroot(".") < 0)
+        return capsa_err_set(err, errno, "chroot: %s", strerror(errno));
+    if (chdir("/") < 0)
+        return capsa_err_set(err, errno, "chdir /: %s", strerror(errno));
+    return 0;
+}
+
+static void loopback_up(void)
+{
+    struct ifreq ifr = {0};
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    close(fd);
+}
+
+int agent_boot_apply(struct agent *a, const struct agent_boot *b, capsa_err *err)
+{
+    if (!a->pid1)
+        return 0; /* host-test mode: keep env/workdir/user defaults, touch nothing */
+
+    if (b->clock_ns > 0) {
+        struct timespec ts = {.tv_sec = (time_t)(b->clock_ns / 1000000000),
+                              .tv_nsec = (long)(b->clock_ns % 1000000000)};
+        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+            agent_log("clock_settime: %s (continuing)", strerror(errno));
+    }
+    switch (b->root_kind) {
+    case AGENT_ROOT_9P:
+        if (switch_root_9p(b->root_tag, err) < 0)
+            return -1;
+        break;
+    case AGENT_ROOT_INITRAMFS:
+    case AGENT_ROOT_NONE:
+        if (mount_runtime("", err) < 0)
+            return -1;
+        break;
+    }
+    for (size_t i = 0; i < b->n_mounts; i++)
+        if (mount_9p(b->mounts[i].tag, b->mounts[i].guest,
+                     b->mounts[i].readonly ? MS_RDONLY : 0, err) < 0)
+            return capsa_err_prefix(err, "mounts[%zu]", i);
+    if (b->hostname && sethostname(b->hostname, strlen(b->hostname)) < 0)
+        return capsa_err_set(err, errno, "sethostname %s: %s", b->hostname, strerror(errno));
+    loopback_up();
+    return 0;
+}
+
+/* Reap until no child is left or the deadline (ms) passes. */
+static void reap_all(int ms)
+{
+    for (int waited = 0; waited <= ms; waited += 20) {
+        pid_t p;
+        while ((p = waitpid(-1, NULL, WNOHANG)) > 0)
+            ;
+        if (p < 0 && errno == ECHILD)
+            return;
+        poll(NULL, 0, 20);
+    }
+}
+
+/* Decode the octal escapes of /proc/self/mounts in place. */
+static void unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+}
+
+static void umount_all(void)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mounts", "re");
+    char line[8192], *mps[256];
+    size_t n = 0;
+
+    if (!f)
+        return;
+    while (n < ARRAY_SIZE(mps) && fgets(line, sizeof(line), f)) {
+        char *sp = strchr(line, ' '), *mp, *end;
+        if (!sp)
+            continue;
+        mp = sp + 1;
+        end = strchr(mp, ' ');
+        if (!end)
+            continue;
+        *end = '\0';
+        unescape(mp);
+        if (strcmp(mp, "/") == 0)
+            continue;
+        mps[n] = strdup(mp);
+        if (mps[n])
+            n++;
+    }
+    while (n-- > 0) {
+        if (umount2(mps[n], 0) < 0 && errno != EINVAL)
+            umount2(mps[n], MNT_DETACH);
+        free(mps[n]);
+    }
+    mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);
+}
+
+void agent_poweroff(struct agent *a)
+{
+    agent_log("shutting down");
+    kill(-1, SIGTERM);
+    reap_all(1000);
+    kill(-1, SIGKILL);
+    reap_all(1000);
+    sync();
+    umount_all();
+    sync();
+    reboot(RB_AUTOBOOT); /* QEMU runs with -no-reboot: this ends the VM */
+    agent_log("reboot: %s", strerror(errno));
+    for (;;)
+        pause();
+}
