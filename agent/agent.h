@@ -23,13 +23,14 @@
 #include "msg.h"
 #include "proto/frame.h"
 
-#define AGENT_VERSION        "0.1.0"
-#define AGENT_OUT_HIGH       (2u << 20)  /* stop producing output above this */
-#define AGENT_STDIN_HIGH     (8u << 20)  /* stop reading the channel above this */
-#define AGENT_READ_CHUNK     (64u << 10) /* child output per frame */
-#define AGENT_FS_CHUNK       (256u << 10)
-#define AGENT_MAX_STREAMS    1024
-#define AGENT_DEFAULT_PATH   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define AGENT_VERSION      "0.1.0"
+#define AGENT_OUT_HIGH     (2u << 20)  /* stop producing output above this */
+#define AGENT_STDIN_HIGH   (8u << 20)  /* stop reading the channel above this */
+#define AGENT_OUT_MAX      (16u << 20) /* a host that never reads: stop reading it */
+#define AGENT_READ_CHUNK   (64u << 10) /* child output per frame */
+#define AGENT_FS_CHUNK     (256u << 10)
+#define AGENT_MAX_STREAMS  1024
+#define AGENT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Growable byte queue. */
 struct agent_buf {
@@ -59,9 +60,11 @@ struct agent_stream {
     bool reaped;
     int status;
     bool tty;
-    int out_fd; /* stdout pipe, or the PTY master */
-    int err_fd; /* stderr pipe; -1 for a PTY */
-    int in_fd;  /* stdin pipe; for a PTY the master again (dup) */
+    int out_fd;   /* stdout pipe, or the PTY master */
+    int err_fd;   /* stderr pipe; -1 for a PTY */
+    int in_fd;    /* stdin pipe; for a PTY the master again (dup) */
+    bool pty_eof; /* the PTY master reported EOF/EIO; it stays open until the reap,
+                     since closing it would SIGHUP a session leader still exiting */
     struct agent_buf in;
     bool in_eof; /* host closed stdin: close in_fd once in is drained */
 
@@ -79,10 +82,10 @@ enum agent_state {
 
 struct agent {
     int chan_fd;
-    bool pid1;          /* real VM: mounts, pivot, power-off */
-    bool chan_hup;      /* host side not connected (virtio-serial) */
-    bool quit;          /* host-test mode: leave the loop */
-    int exit_code;      /* host-test mode: 1 after a broken channel */
+    bool pid1;     /* real VM: mounts, pivot, power-off */
+    bool chan_hup; /* host side not connected (virtio-serial) */
+    bool quit;     /* host-test mode: leave the loop */
+    int exit_code; /* host-test mode: 1 after a broken channel */
     struct capsa_frame_reader reader;
     struct agent_buf out;
     enum agent_state state;
@@ -122,8 +125,7 @@ void agent_exec_kill_all(struct agent *a, int sig);
 
 /* fs.c */
 void agent_fs_request(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
-void agent_fs_data(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n,
-                   bool eof);
+void agent_fs_data(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n, bool eof);
 /* Produces the next fs.read chunk when the channel has room. */
 void agent_fs_pump_read(struct agent *a, struct agent_stream *s);
 void agent_fs_close(struct agent_stream *s);

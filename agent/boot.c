@@ -174,8 +174,8 @@ static int mount_runtime(const char *prefix, capsa_err *err)
         snprintf(path, sizeof(path), "%s%s", prefix, m[i].dir);
         if (do_mount(m[i].src, path, m[i].type, m[i].flags, m[i].opts, err) < 0) {
             /* older kernels want devpts without gid= when group 5 is unknown */
-            if (i == 0 && mount(m[i].src, path, m[i].type, m[i].flags,
-                                "newinstance,ptmxmode=0666") == 0)
+            if (i == 0 &&
+                mount(m[i].src, path, m[i].type, m[i].flags, "newinstance,ptmxmode=0666") == 0)
                 continue;
             return -1;
         }
@@ -204,8 +204,7 @@ static int switch_root_9p(const char *tag, capsa_err *err)
     for (size_t i = 0; i < ARRAY_SIZE(moved); i++) {
         snprintf(path, sizeof(path), NEWROOT "%s", moved[i]);
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
-            return capsa_err_set(err, errno, "mkdir %s in the root: %s", moved[i],
-                                 strerror(errno));
+            return capsa_err_set(err, errno, "mkdir %s in the root: %s", moved[i], strerror(errno));
         if (mount(moved[i], path, NULL, MS_MOVE, NULL) < 0)
             return capsa_err_set(err, errno, "moving %s into the root: %s", moved[i],
                                  strerror(errno));
@@ -261,8 +260,8 @@ int agent_boot_apply(struct agent *a, const struct agent_boot *b, capsa_err *err
         break;
     }
     for (size_t i = 0; i < b->n_mounts; i++)
-        if (mount_9p(b->mounts[i].tag, b->mounts[i].guest,
-                     b->mounts[i].readonly ? MS_RDONLY : 0, err) < 0)
+        if (mount_9p(b->mounts[i].tag, b->mounts[i].guest, b->mounts[i].readonly ? MS_RDONLY : 0,
+                     err) < 0)
             return capsa_err_prefix(err, "mounts[%zu]", i);
     if (b->hostname && sethostname(b->hostname, strlen(b->hostname)) < 0)
         return capsa_err_set(err, errno, "sethostname %s: %s", b->hostname, strerror(errno));

@@ -148,9 +148,9 @@ static void __attribute__((noreturn)) child_main(const struct spawn *sp)
     for (size_t i = 0; i < req->n_rlimits; i++) {
         struct rlimit rl = {
             .rlim_cur = req->rlimits[i].soft >= (uint64_t)RLIM_INFINITY ? RLIM_INFINITY
-                                                                         : req->rlimits[i].soft,
+                                                                        : req->rlimits[i].soft,
             .rlim_max = req->rlimits[i].hard >= (uint64_t)RLIM_INFINITY ? RLIM_INFINITY
-                                                                         : req->rlimits[i].hard,
+                                                                        : req->rlimits[i].hard,
         };
         if (setrlimit(req->rlimits[i].resource, &rl) < 0)
             child_fail(sp->report_fd, STAGE_RLIMIT, errno);
@@ -406,8 +406,8 @@ void agent_exec_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
         const char *what = "";
         switch (rep.stage) {
         case STAGE_RLIMIT:
-            send_failed(a, id, rep.err == EINVAL ? "bad_request" : "internal",
-                        "setrlimit: %s", strerror(rep.err));
+            send_failed(a, id, rep.err == EINVAL ? "bad_request" : "internal", "setrlimit: %s",
+                        strerror(rep.err));
             break;
         case STAGE_USER:
             send_failed(a, id, "user_setup_failed", "switching to user \"%s\" (uid %u gid %u): %s",
@@ -494,8 +494,7 @@ void agent_exec_pump_in(struct agent *a, struct agent_stream *s)
     }
 }
 
-void agent_exec_stdin(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n,
-                      bool eof)
+void agent_exec_stdin(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n, bool eof)
 {
     if (s->in_fd < 0 || s->in_eof)
         return; /* stdin closed (by the child, the host, or stdin:false): discard */
@@ -519,8 +518,15 @@ void agent_exec_signal(struct agent *a, struct agent_stream *s, const uint8_t *p
         agent_send_error(a, s->id, "bad_frame", 0, "%s", err.msg);
         return;
     }
-    if (!s->reaped && kill(s->pid, sig) < 0)
+    if (s->reaped)
+        return;
+    if (kill(s->pid, sig) < 0)
         agent_log("exec %u: kill(%d, %d): %s", s->id, (int)s->pid, sig, strerror(errno));
+    /* SIGKILL ends the whole session (its own process group, see setsid in the
+     * child): otherwise a killed shell's children would keep stdout open and
+     * exec.exited would wait for them */
+    if (sig == SIGKILL)
+        kill(-s->pid, SIGKILL);
 }
 
 void agent_exec_resize(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n)
@@ -555,6 +561,12 @@ static bool read_chunk(struct agent *a, struct agent_stream *s, int *fd)
     if (r < 0 && errno == EAGAIN)
         return true;
     /* 0: EOF; EIO: the PTY's last slave fd closed */
+    if (s->tty && fd == &s->out_fd && !s->reaped) {
+        /* keep the master open: closing it now would hang up the slave and
+         * SIGHUP a session leader that closed its fds but has not exited yet */
+        s->pty_eof = true;
+        return false;
+    }
     close_fd(fd);
     return false;
 }
@@ -577,7 +589,7 @@ void agent_exec_check_done(struct agent *a, struct agent_stream *s)
         /* the session leader is gone: take what the terminal still holds, but do
          * not wait for background processes that keep the slave open */
         int guard = 64;
-        while (s->out_fd >= 0 && guard-- > 0) {
+        while (s->out_fd >= 0 && !s->pty_eof && guard-- > 0) {
             int before = s->out_fd;
             size_t pend = agent_buf_pending(&a->out);
             if (!read_chunk(a, s, &s->out_fd) || before != s->out_fd)

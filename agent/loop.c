@@ -458,7 +458,7 @@ int agent_run(struct agent *a)
             cap = need;
         }
         pfds[n] = (struct pollfd){.fd = a->chan_fd, .events = 0};
-        if (stdin_pending(a) < AGENT_STDIN_HIGH)
+        if (stdin_pending(a) < AGENT_STDIN_HIGH && agent_buf_pending(&a->out) < AGENT_OUT_MAX)
             pfds[n].events |= POLLIN;
         if (agent_buf_pending(&a->out))
             pfds[n].events |= POLLOUT;
@@ -473,7 +473,7 @@ int agent_run(struct agent *a)
             if (s->dead)
                 continue;
             if (s->kind == AGENT_STREAM_EXEC) {
-                if (room && s->out_fd >= 0) {
+                if (room && s->out_fd >= 0 && !s->pty_eof) {
                     pfds[n] = (struct pollfd){.fd = s->out_fd, .events = POLLIN};
                     owners[n++] = s;
                 }
@@ -527,19 +527,19 @@ int agent_run(struct agent *a)
                 continue;
             if (s->kind == AGENT_STREAM_EXEC)
                 agent_exec_check_done(a, s);
-            else if (s->kind == AGENT_STREAM_FS_READ &&
-                     agent_buf_pending(&a->out) < AGENT_OUT_HIGH)
+            else if (s->kind == AGENT_STREAM_FS_READ && agent_buf_pending(&a->out) < AGENT_OUT_HIGH)
                 agent_fs_pump_read(a, s);
         }
         sweep_streams(a);
         if (agent_buf_pending(&a->out) && !a->chan_hup)
             chan_flush(a);
     }
-    /* host-test mode: flush what we can before leaving */
-    if (agent_buf_pending(&a->out)) {
-        int fl = fcntl(a->chan_fd, F_GETFL);
-        if (fl >= 0)
-            fcntl(a->chan_fd, F_SETFL, fl & ~O_NONBLOCK);
+    /* host-test mode: flush what we can before leaving, but never hang on a
+     * host that stopped reading */
+    while (agent_buf_pending(&a->out) && a->exit_code == 0) {
+        struct pollfd pf = {.fd = a->chan_fd, .events = POLLOUT};
+        if (poll(&pf, 1, 2000) <= 0 || !(pf.revents & POLLOUT))
+            break;
         chan_flush(a);
     }
     for (struct agent_stream *s = a->streams; s; s = s->next)

@@ -112,9 +112,9 @@ int main(int argc, char **argv)
     capsa_frame_reader_init(&a.reader);
     a.state = AGENT_WAIT_BOOT;
 
-    agent_send_json(&a, 0, CAPSA_MSG_HELLO,
-                    json_pack("{s:i, s:s}", "version", CAPSA_PROTO_VERSION, "agent_version",
-                              AGENT_VERSION));
+    agent_send_json(
+        &a, 0, CAPSA_MSG_HELLO,
+        json_pack("{s:i, s:s}", "version", CAPSA_PROTO_VERSION, "agent_version", AGENT_VERSION));
     agent_run(&a);
 
     if (a.pid1)

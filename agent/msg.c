@@ -162,16 +162,16 @@ static int get_int(json_t *obj, const char *key, json_int_t lo, json_int_t hi, j
         return capsa_err_set(err, EINVAL, "%s: expected an integer", key);
     *out = json_integer_value(v);
     if (*out < lo || *out > hi)
-        return capsa_err_set(err, EINVAL, "%s: %lld is outside %lld..%lld", key,
-                             (long long)*out, (long long)lo, (long long)hi);
+        return capsa_err_set(err, EINVAL, "%s: %lld is outside %lld..%lld", key, (long long)*out,
+                             (long long)lo, (long long)hi);
     if (present)
         *present = true;
     return 0;
 }
 
 /* Array of strings -> strv; each string at most max_item bytes, no NUL. */
-static int get_strv(json_t *obj, const char *key, size_t max_items, size_t max_item,
-                    bool env_form, agent_strv *out, capsa_err *err)
+static int get_strv(json_t *obj, const char *key, size_t max_items, size_t max_item, bool env_form,
+                    agent_strv *out, capsa_err *err)
 {
     json_t *v = json_object_get(obj, key), *it;
     agent_strv vec;
@@ -194,15 +194,19 @@ static int get_strv(json_t *obj, const char *key, size_t max_items, size_t max_i
         const char *s = json_string_value(it);
         if (!s || strlen(s) != json_string_length(it) || json_string_length(it) > max_item) {
             agent_strv_free(vec);
-            return capsa_err_set(err, EINVAL, "%s[%zu]: expected a string without NUL of at most "
-                                              "%zu bytes", key, i, max_item);
+            return capsa_err_set(err, EINVAL,
+                                 "%s[%zu]: expected a string without NUL of at most "
+                                 "%zu bytes",
+                                 key, i, max_item);
         }
         if (env_form) {
             const char *eq = strchr(s, '=');
             if (!eq || eq == s) {
                 agent_strv_free(vec);
-                return capsa_err_set(err, EINVAL, "%s[%zu]: expected KEY=VALUE with a non-empty "
-                                                  "KEY", key, i);
+                return capsa_err_set(err, EINVAL,
+                                     "%s[%zu]: expected KEY=VALUE with a non-empty "
+                                     "KEY",
+                                     key, i);
             }
         }
         vec[i] = strdup(s);
@@ -255,14 +259,14 @@ static const struct {
     const char *name;
     int resource;
 } rlimit_names[] = {
-    {"cpu", RLIMIT_CPU},         {"fsize", RLIMIT_FSIZE},
-    {"data", RLIMIT_DATA},       {"stack", RLIMIT_STACK},
-    {"core", RLIMIT_CORE},       {"rss", RLIMIT_RSS},
-    {"nproc", RLIMIT_NPROC},     {"nofile", RLIMIT_NOFILE},
-    {"memlock", RLIMIT_MEMLOCK}, {"as", RLIMIT_AS},
-    {"locks", RLIMIT_LOCKS},     {"sigpending", RLIMIT_SIGPENDING},
+    {"cpu", RLIMIT_CPU},           {"fsize", RLIMIT_FSIZE},
+    {"data", RLIMIT_DATA},         {"stack", RLIMIT_STACK},
+    {"core", RLIMIT_CORE},         {"rss", RLIMIT_RSS},
+    {"nproc", RLIMIT_NPROC},       {"nofile", RLIMIT_NOFILE},
+    {"memlock", RLIMIT_MEMLOCK},   {"as", RLIMIT_AS},
+    {"locks", RLIMIT_LOCKS},       {"sigpending", RLIMIT_SIGPENDING},
     {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},
-    {"rtprio", RLIMIT_RTPRIO},   {"rttime", RLIMIT_RTTIME},
+    {"rtprio", RLIMIT_RTPRIO},     {"rttime", RLIMIT_RTTIME},
 };
 
 int agent_rlimit_resource(const char *name)
@@ -365,8 +369,9 @@ static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
             if (get_str(root, "tag", 64, true, &b->root_tag, err) < 0)
                 return capsa_err_prefix(err, "root");
             if (!tag_ok(b->root_tag))
-                return capsa_err_set(err, EINVAL, "root.tag: expected 1-31 characters of "
-                                                  "[A-Za-z0-9._-]");
+                return capsa_err_set(err, EINVAL,
+                                     "root.tag: expected 1-31 characters of "
+                                     "[A-Za-z0-9._-]");
         }
     }
 
@@ -398,11 +403,15 @@ static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
                 get_bool(m, "readonly", false, &am->readonly, err) < 0)
                 return capsa_err_prefix(err, "mounts[%zu]", i);
             if (!tag_ok(am->tag))
-                return capsa_err_set(err, EINVAL, "mounts[%zu].tag: expected 1-31 characters of "
-                                                  "[A-Za-z0-9._-]", i);
+                return capsa_err_set(err, EINVAL,
+                                     "mounts[%zu].tag: expected 1-31 characters of "
+                                     "[A-Za-z0-9._-]",
+                                     i);
             if (!mount_point_ok(am->guest))
-                return capsa_err_set(err, EINVAL, "mounts[%zu].guest: expected an absolute path "
-                                                  "other than / without . or .. components", i);
+                return capsa_err_set(err, EINVAL,
+                                     "mounts[%zu].guest: expected an absolute path "
+                                     "other than / without . or .. components",
+                                     i);
         }
     }
 
@@ -558,8 +567,8 @@ static const struct {
     const char *name;
     enum agent_fs_op op;
 } fs_ops[] = {
-    {"read", AGENT_FS_READ},   {"write", AGENT_FS_WRITE},   {"list", AGENT_FS_LIST},
-    {"stat", AGENT_FS_STAT},   {"mkdir", AGENT_FS_MKDIR},   {"remove", AGENT_FS_REMOVE},
+    {"read", AGENT_FS_READ},     {"write", AGENT_FS_WRITE}, {"list", AGENT_FS_LIST},
+    {"stat", AGENT_FS_STAT},     {"mkdir", AGENT_FS_MKDIR}, {"remove", AGENT_FS_REMOVE},
     {"rename", AGENT_FS_RENAME},
 };
 
@@ -577,7 +586,8 @@ static int parse_fs_obj(json_t *j, struct agent_fs_req *r, capsa_err *err)
     if (i == ARRAY_SIZE(fs_ops))
         return capsa_err_set(err, EINVAL,
                              "op: \"%.32s\" is not one of read, write, list, stat, mkdir, "
-                             "remove, rename", op);
+                             "remove, rename",
+                             op);
     r->op = fs_ops[i].op;
     if (get_str(j, "path", AGENT_MAX_PATH, true, &r->path, err) < 0)
         return -1;
@@ -630,8 +640,8 @@ int agent_parse_signal(const void *payload, size_t len, int *sig, capsa_err *err
     return 0;
 }
 
-int agent_parse_resize(const void *payload, size_t len, unsigned short *rows,
-                       unsigned short *cols, capsa_err *err)
+int agent_parse_resize(const void *payload, size_t len, unsigned short *rows, unsigned short *cols,
+                       capsa_err *err)
 {
     _cleanup_json_ json_t *j = parse_object(payload, len, err);
     json_int_t r, c;

@@ -47,10 +47,10 @@ struct agent_boot {
     char *root_tag;
     struct agent_mount *mounts;
     size_t n_mounts;
-    char *hostname; /* NULL: leave as is */
-    agent_strv env; /* never NULL after a successful parse */
-    char *workdir;  /* NULL: "/" */
-    char *user;     /* NULL: root */
+    char *hostname;   /* NULL: leave as is */
+    agent_strv env;   /* never NULL after a successful parse */
+    char *workdir;    /* NULL: "/" */
+    char *user;       /* NULL: root */
     int64_t clock_ns; /* 0: leave the clock alone */
 };
 
@@ -106,8 +106,8 @@ void agent_fs_req_free(struct agent_fs_req *r);
 /* exec.signal {signal}: 1..64. */
 int agent_parse_signal(const void *payload, size_t len, int *sig, capsa_err *err);
 /* exec.resize {rows, cols}: 1..65535 each. */
-int agent_parse_resize(const void *payload, size_t len, unsigned short *rows,
-                       unsigned short *cols, capsa_err *err);
+int agent_parse_resize(const void *payload, size_t len, unsigned short *rows, unsigned short *cols,
+                       capsa_err *err);
 /* Any control payload that must be a JSON object (ping, shutdown). */
 int agent_parse_object(const void *payload, size_t len, capsa_err *err);
 

@@ -39,6 +39,10 @@ struct frame {
 
 static char tmpdir[] = "/tmp/capsa-agent-test.XXXXXX";
 
+struct conn;
+static void expect_pong(struct conn *c);
+static void expect_bad_frame(struct conn *c, uint32_t stream);
+
 /* ---- client plumbing ---- */
 
 static int recv_frame(struct conn *c, struct frame *f, int timeout_ms)
@@ -69,8 +73,8 @@ static int recv_frame(struct conn *c, struct frame *f, int timeout_ms)
     }
 }
 
-static void send_raw(struct conn *c, uint32_t stream, uint16_t type, uint16_t flags,
-                     const void *p, size_t n)
+static void send_raw(struct conn *c, uint32_t stream, uint16_t type, uint16_t flags, const void *p,
+                     size_t n)
 {
     capsa_err err = {0};
     if (capsa_frame_write(c->fd, stream, type, flags, p, n, &err) < 0)
@@ -119,7 +123,10 @@ static void agent_start(struct conn *c, const char *boot)
     c->pid = fork();
     assert_true(c->pid >= 0);
     if (c->pid == 0) {
-        dup2(sv[1], 3);
+        if (sv[1] == 3)
+            fcntl(3, F_SETFD, 0); /* dup2 onto itself would keep CLOEXEC */
+        else
+            dup2(sv[1], 3);
         execl(bin, "capsa-agent", "--serve-fd", "3", (char *)NULL);
         _exit(127);
     }
@@ -249,8 +256,7 @@ static void collect(struct conn *c, uint32_t stream, struct result *r)
         case CAPSA_MSG_EXEC_FAILED:
             j = frame_json(&f);
             r->failed = true;
-            snprintf(r->kind, sizeof(r->kind), "%s",
-                     json_string_value(json_object_get(j, "kind")));
+            snprintf(r->kind, sizeof(r->kind), "%s", json_string_value(json_object_get(j, "kind")));
             snprintf(r->message, sizeof(r->message), "%s",
                      json_string_value(json_object_get(j, "message")));
             json_decref(j);
@@ -274,8 +280,7 @@ static void result_free(struct result *r)
 static uint32_t next_stream = 1;
 
 /* Run start (JSON) with optional stdin; stdin EOF follows the data when given. */
-static void run(struct conn *c, const char *start, const void *in, size_t in_len,
-                struct result *r)
+static void run(struct conn *c, const char *start, const void *in, size_t in_len, struct result *r)
 {
     uint32_t id = next_stream++;
     pthread_t th;
@@ -333,8 +338,7 @@ static void test_not_found(void **state)
     assert_string_equal(r.kind, "not_found");
     result_free(&r);
     /* PATH from the session env is the one searched */
-    run(*state, "{\"argv\":[\"sh\",\"-c\",\"true\"],\"env\":[\"PATH=/nonexistent\"]}", NULL, 0,
-        &r);
+    run(*state, "{\"argv\":[\"sh\",\"-c\",\"true\"],\"env\":[\"PATH=/nonexistent\"]}", NULL, 0, &r);
     assert_string_equal(r.kind, "not_found");
     result_free(&r);
 }
@@ -364,8 +368,8 @@ static void test_bad_request(void **state)
     assert_true(r.failed);
     assert_string_equal(r.kind, "bad_request");
     result_free(&r);
-    run(*state, "{\"argv\":[\"true\"],\"rlimits\":[{\"resource\":\"bogus\",\"soft\":1}]}", NULL,
-        0, &r);
+    run(*state, "{\"argv\":[\"true\"],\"rlimits\":[{\"resource\":\"bogus\",\"soft\":1}]}", NULL, 0,
+        &r);
     assert_string_equal(r.kind, "bad_request");
     assert_non_null(strstr(r.message, "rlimits[0].resource"));
     result_free(&r);
@@ -381,7 +385,8 @@ static void test_signal_kill(void **state)
     struct result r = {0};
     json_t *j;
 
-    send_str(c, id, CAPSA_MSG_EXEC_START, "{\"argv\":[\"sleep\",\"30\"]}");
+    /* SIGKILL takes the shell's children with it (they hold stdout open) */
+    send_str(c, id, CAPSA_MSG_EXEC_START, "{\"argv\":[\"sh\",\"-c\",\"sleep 60; echo never\"]}");
     j = expect_json(c, id, CAPSA_MSG_EXEC_STARTED);
     json_decref(j);
     r.started = true;
@@ -389,6 +394,17 @@ static void test_signal_kill(void **state)
     collect(c, id, &r);
     assert_int_equal(r.signal, 9);
     assert_int_equal(r.code, 137);
+    assert_int_equal(r.out_len, 0);
+    result_free(&r);
+
+    id = next_stream++;
+    send_str(c, id, CAPSA_MSG_EXEC_START, "{\"argv\":[\"sleep\",\"60\"]}");
+    json_decref(expect_json(c, id, CAPSA_MSG_EXEC_STARTED));
+    r.started = true;
+    send_str(c, id, CAPSA_MSG_SIGNAL, "{\"signal\":15}");
+    collect(c, id, &r);
+    assert_int_equal(r.signal, 15);
+    assert_int_equal(r.code, 143);
     result_free(&r);
 }
 
@@ -441,8 +457,8 @@ static void test_large_output_before_exit(void **state)
 {
     struct result r;
     /* 5 MB: more than the agent's output high-water mark, so back-pressure kicks in */
-    run(*state, "{\"argv\":[\"sh\",\"-c\",\"head -c 5000000 /dev/zero; echo done >&2\"]}", NULL,
-        0, &r);
+    run(*state, "{\"argv\":[\"sh\",\"-c\",\"head -c 5000000 /dev/zero; echo done >&2\"]}", NULL, 0,
+        &r);
     assert_int_equal(r.code, 0);
     assert_int_equal(r.out_len, 5000000);
     assert_string_equal((char *)r.err, "done\n");
@@ -495,8 +511,8 @@ static void test_user(void **state)
     assert_false(r.failed);
     assert_string_equal((char *)r.out, "4321\n8765\n/\n");
     result_free(&r);
-    run(*state, "{\"argv\":[\"sh\",\"-c\",\"id -u; id -g; echo $HOME\"],\"user\":\"4321\"}",
-        NULL, 0, &r);
+    run(*state, "{\"argv\":[\"sh\",\"-c\",\"id -u; id -g; echo $HOME\"],\"user\":\"4321\"}", NULL,
+        0, &r);
     assert_string_equal((char *)r.out, "4321\n0\n/\n");
     result_free(&r);
     run(*state, "{\"argv\":[\"sh\",\"-c\",\"id -un; echo $USER\"],\"user\":\"nobody\"}", NULL, 0,
@@ -534,8 +550,9 @@ static void test_pty(void **state)
     uint32_t id;
     json_t *j;
 
-    run(*state, "{\"argv\":[\"sh\",\"-c\",\"tty; stty size; echo err >&2\"],\"tty\":true,"
-                "\"rows\":30,\"cols\":100}",
+    run(*state,
+        "{\"argv\":[\"sh\",\"-c\",\"tty; stty size; echo err >&2\"],\"tty\":true,"
+        "\"rows\":30,\"cols\":100}",
         NULL, 0, &r);
     assert_false(r.failed);
     assert_int_equal(r.code, 0);
@@ -565,8 +582,80 @@ static void test_pty(void **state)
     /* stdin EOF on a PTY types VEOF: cat ends */
     run(*state, "{\"argv\":[\"cat\"],\"tty\":true,\"stdin\":true}", "abc\n", 4, &r);
     assert_int_equal(r.code, 0);
+    if (!r.out || !strstr((char *)r.out, "abc"))
+        print_error("pty cat output: %zu bytes: %s\n", r.out_len, r.out ? (char *)r.out : "");
     assert_non_null(strstr((char *)r.out, "abc"));
     result_free(&r);
+}
+
+static void test_stdin_early_close(void **state)
+{
+    const size_t n = 4u << 20;
+    uint8_t *data = calloc(1, n);
+    struct result r;
+
+    /* the child stops reading after 10 bytes: the rest must be dropped, not wedge the agent */
+    run(*state, "{\"argv\":[\"head\",\"-c\",\"10\"],\"stdin\":true}", data, n, &r);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(r.out_len, 10);
+    result_free(&r);
+    free(data);
+    /* stdin frames that raced with the exit may draw bad_frame errors (stream closed) */
+    send_str(*state, 0, CAPSA_MSG_PING, "{}");
+    for (;;) {
+        struct frame f;
+        assert_int_equal(recv_frame(*state, &f, 10000), 0);
+        if (f.h.stream == 0 && f.h.type == CAPSA_MSG_PONG) {
+            free(f.p);
+            break;
+        }
+        assert_int_equal(f.h.stream, next_stream - 1);
+        assert_int_equal(f.h.type, CAPSA_MSG_ERROR);
+        free(f.p);
+    }
+}
+
+static void test_concurrent_sessions(void **state)
+{
+    struct conn *c = *state;
+    uint32_t a = next_stream++, b = next_stream++;
+    struct result ra = {0}, rb = {0};
+    int ended = 0;
+
+    send_str(c, a, CAPSA_MSG_EXEC_START,
+             "{\"argv\":[\"sh\",\"-c\",\"read x; echo a-$x\"],\"stdin\":true}");
+    send_str(c, b, CAPSA_MSG_EXEC_START, "{\"argv\":[\"sh\",\"-c\",\"echo b-done\"]}");
+    send_raw(c, a, CAPSA_MSG_STDIN, CAPSA_FRAME_EOF, "go\n", 3);
+    while (ended < 2) {
+        struct frame f;
+        struct result *r;
+        json_t *j;
+
+        assert_int_equal(recv_frame(c, &f, 10000), 0);
+        assert_true(f.h.stream == a || f.h.stream == b);
+        r = f.h.stream == a ? &ra : &rb;
+        if (f.h.type == CAPSA_MSG_STDOUT)
+            append(&r->out, &r->out_len, f.p, f.h.len);
+        if (f.h.type == CAPSA_MSG_EXITED) {
+            j = frame_json(&f);
+            r->code = (int)json_integer_value(json_object_get(j, "code"));
+            json_decref(j);
+            ended++;
+        }
+        assert_int_not_equal(f.h.type, CAPSA_MSG_EXEC_FAILED);
+        free(f.p);
+    }
+    assert_string_equal((char *)ra.out, "a-go\n");
+    assert_string_equal((char *)rb.out, "b-done\n");
+    result_free(&ra);
+    result_free(&rb);
+    /* a stream id in use cannot be started twice */
+    send_str(c, a, CAPSA_MSG_EXEC_START, "{\"argv\":[\"sleep\",\"5\"]}");
+    json_decref(expect_json(c, a, CAPSA_MSG_EXEC_STARTED));
+    send_str(c, a, CAPSA_MSG_EXEC_START, "{\"argv\":[\"true\"]}");
+    expect_bad_frame(c, a);
+    send_str(c, a, CAPSA_MSG_SIGNAL, "{\"signal\":9}");
+    json_decref(expect_json(c, a, CAPSA_MSG_EXITED));
 }
 
 /* ---- fs tests ---- */
@@ -634,8 +723,7 @@ static void test_fs_roundtrip(void **state)
     json_decref(j);
 
     /* write in two chunks */
-    snprintf(req, sizeof(req), "{\"op\":\"write\",\"path\":\"%s/fs/a/file\",\"mode\":416}",
-             tmpdir);
+    snprintf(req, sizeof(req), "{\"op\":\"write\",\"path\":\"%s/fs/a/file\",\"mode\":416}", tmpdir);
     fs_req(c, req, &id);
     send_raw(c, id, CAPSA_MSG_FS_DATA, 0, data, n / 2);
     send_raw(c, id, CAPSA_MSG_FS_DATA, CAPSA_FRAME_EOF, data + n / 2, n - n / 2);
@@ -694,8 +782,8 @@ static void test_fs_roundtrip(void **state)
     json_decref(j);
 
     /* rename */
-    j = fs_op(c, "{\"op\":\"rename\",\"path\":\"%s/fs/a/file\",\"to\":\"%s/fs/a/b/moved\"}",
-              tmpdir, tmpdir);
+    j = fs_op(c, "{\"op\":\"rename\",\"path\":\"%s/fs/a/file\",\"to\":\"%s/fs/a/b/moved\"}", tmpdir,
+              tmpdir);
     assert_null(json_object_get(j, "error"));
     json_decref(j);
     j = fs_op(c, "{\"op\":\"stat\",\"path\":\"%s/fs/a/file\"}", tmpdir);
@@ -795,8 +883,8 @@ static void test_oversized_frame_stops(void **state)
 {
     struct conn c;
     uint8_t hdr[CAPSA_FRAME_HDR_SIZE];
-    struct capsa_frame_hdr h = {.len = CAPSA_FRAME_MAX_PAYLOAD + 1, .stream = 0,
-                                .type = CAPSA_MSG_PING};
+    struct capsa_frame_hdr h = {
+        .len = CAPSA_FRAME_MAX_PAYLOAD + 1, .stream = 0, .type = CAPSA_MSG_PING};
     struct frame f;
     int st;
 
@@ -819,7 +907,10 @@ static void test_boot_failed_and_before_boot(void **state)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     c.pid = fork();
     if (c.pid == 0) {
-        dup2(sv[1], 5);
+        if (sv[1] == 5)
+            fcntl(5, F_SETFD, 0); /* dup2 onto itself would keep CLOEXEC */
+        else
+            dup2(sv[1], 5);
         execl(bin, "capsa-agent", "--serve-fd", "5", (char *)NULL);
         _exit(127);
     }
@@ -846,14 +937,13 @@ static void test_boot_failed_and_before_boot(void **state)
 
 /* ---- passwd/group parser (pure) ---- */
 
-static const char passwd_txt[] =
-    "root:x:0:0:root:/root:/bin/sh\n"
-    "# comment\n"
-    "bad:x:notanumber:0::/:/bin/sh\n"
-    "big:x:4294967295:0::/:/bin/sh\n"
-    "short:x:5\n"
-    "app:x:1000:1000:App:/home/app:/bin/sh\r\n"
-    "nohome:x:1001:1001::relative:/bin/sh";
+static const char passwd_txt[] = "root:x:0:0:root:/root:/bin/sh\n"
+                                 "# comment\n"
+                                 "bad:x:notanumber:0::/:/bin/sh\n"
+                                 "big:x:4294967295:0::/:/bin/sh\n"
+                                 "short:x:5\n"
+                                 "app:x:1000:1000:App:/home/app:/bin/sh\r\n"
+                                 "nohome:x:1001:1001::relative:/bin/sh";
 static const char group_txt[] = "root:x:0:\n"
                                 "app:x:1000:\n"
                                 "wheel:x:10:root,app\n"
@@ -890,15 +980,13 @@ static void test_users_parse(void **state)
     assert_int_equal(u.gid, 0);
     assert_string_equal(u.home, "/");
     assert_string_equal(u.name, "");
-    assert_int_equal(agent_user_resolve_text("nohome", passwd_txt, pl, group_txt, gl, &u, &err),
-                     0);
+    assert_int_equal(agent_user_resolve_text("nohome", passwd_txt, pl, group_txt, gl, &u, &err), 0);
     assert_string_equal(u.home, "/"); /* a relative home is not trusted */
 
     /* hostile or unknown */
     assert_int_equal(agent_user_resolve_text("bad", passwd_txt, pl, group_txt, gl, &u, &err), -1);
     assert_int_equal(agent_user_resolve_text("big", passwd_txt, pl, group_txt, gl, &u, &err), -1);
-    assert_int_equal(agent_user_resolve_text("short", passwd_txt, pl, group_txt, gl, &u, &err),
-                     -1);
+    assert_int_equal(agent_user_resolve_text("short", passwd_txt, pl, group_txt, gl, &u, &err), -1);
     assert_int_equal(agent_user_resolve_text("app:neg", passwd_txt, pl, group_txt, gl, &u, &err),
                      -1);
     assert_int_equal(agent_user_resolve_text("4294967295", passwd_txt, pl, NULL, 0, &u, &err), -1);
@@ -968,7 +1056,8 @@ static void test_msg_parsers(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest session[] = {
+    /* one group (one TAP plan): the standalone tests ignore the shared agent */
+    const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo),
         cmocka_unit_test(test_exit_codes),
         cmocka_unit_test(test_not_found),
@@ -984,10 +1073,10 @@ int main(void)
         cmocka_unit_test(test_user),
         cmocka_unit_test(test_rlimits),
         cmocka_unit_test(test_pty),
+        cmocka_unit_test(test_stdin_early_close),
+        cmocka_unit_test(test_concurrent_sessions),
         cmocka_unit_test(test_fs_roundtrip),
         cmocka_unit_test(test_malformed),
-    };
-    const struct CMUnitTest standalone[] = {
         cmocka_unit_test(test_oversized_frame_stops),
         cmocka_unit_test(test_boot_failed_and_before_boot),
         cmocka_unit_test(test_users_parse),
@@ -1002,8 +1091,7 @@ int main(void)
         return 1;
     }
     chmod(tmpdir, 0755);
-    rc = cmocka_run_group_tests_name("agent session", session, setup, teardown);
-    rc |= cmocka_run_group_tests_name("agent standalone", standalone, NULL, NULL);
+    rc = cmocka_run_group_tests_name("agent", tests, setup, teardown);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -183,15 +183,19 @@ int agent_user_resolve_text(const char *spec, const char *passwd, size_t passwd_
 
     memset(out, 0, sizeof(*out));
     if (ul == 0 || ul >= sizeof(user))
-        return capsa_err_set(err, EINVAL, "user \"%.64s\": expected NAME, UID, NAME:GROUP or "
-                                          "UID:GID", spec);
+        return capsa_err_set(err, EINVAL,
+                             "user \"%.64s\": expected NAME, UID, NAME:GROUP or "
+                             "UID:GID",
+                             spec);
     memcpy(user, spec, ul);
     user[ul] = '\0';
     if (have_group) {
         size_t gl = strlen(colon + 1);
         if (gl == 0 || gl >= sizeof(grp) || strchr(colon + 1, ':'))
-            return capsa_err_set(err, EINVAL, "user \"%.64s\": the group part is empty or "
-                                              "malformed", spec);
+            return capsa_err_set(err, EINVAL,
+                                 "user \"%.64s\": the group part is empty or "
+                                 "malformed",
+                                 spec);
         memcpy(grp, colon + 1, gl + 1);
     }
 
@@ -208,8 +212,7 @@ int agent_user_resolve_text(const char *spec, const char *passwd, size_t passwd_
         }
     } else {
         if (!passwd_find(passwd, passwd_len, user, 0, &e))
-            return capsa_err_set(err, ENOENT, "user \"%.64s\": no such user in /etc/passwd",
-                                 user);
+            return capsa_err_set(err, ENOENT, "user \"%.64s\": no such user in /etc/passwd", user);
         out->uid = e.uid;
         out->gid = e.gid;
         snprintf(out->name, sizeof(out->name), "%s", user);
@@ -221,8 +224,7 @@ int agent_user_resolve_text(const char *spec, const char *passwd, size_t passwd_
             if (!agent_parse_id(grp, strlen(grp), &id))
                 return capsa_err_set(err, EINVAL, "user \"%.64s\": gid out of range", spec);
         } else if (!group_find(group, group_len, grp, &id)) {
-            return capsa_err_set(err, ENOENT, "group \"%.64s\": no such group in /etc/group",
-                                 grp);
+            return capsa_err_set(err, ENOENT, "group \"%.64s\": no such group in /etc/group", grp);
         }
         out->gid = id;
     }
@@ -275,8 +277,7 @@ static int slurp(const char *path, char **out, size_t *len, capsa_err *err)
     return 0;
 }
 
-int agent_user_resolve(const char *spec, const char *root, struct agent_user *out,
-                       capsa_err *err)
+int agent_user_resolve(const char *spec, const char *root, struct agent_user *out, capsa_err *err)
 {
     _cleanup_free_ char *pw = NULL, *gr = NULL;
     char path[4200];

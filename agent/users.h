@@ -10,8 +10,8 @@
 
 #include "capsa.h"
 
-#define AGENT_USERS_MAX_FILE  (4u << 20) /* larger passwd/group files are rejected */
-#define AGENT_USERS_MAX_LINE  4096       /* longer lines are skipped */
+#define AGENT_USERS_MAX_FILE   (4u << 20) /* larger passwd/group files are rejected */
+#define AGENT_USERS_MAX_LINE   4096       /* longer lines are skipped */
 #define AGENT_USERS_MAX_GROUPS 256
 
 struct agent_user {
@@ -30,8 +30,7 @@ int agent_user_resolve_text(const char *spec, const char *passwd, size_t passwd_
 
 /* Reads <root>/etc/passwd and <root>/etc/group (missing files count as empty);
  * root may be "" for the current root. */
-int agent_user_resolve(const char *spec, const char *root, struct agent_user *out,
-                       capsa_err *err);
+int agent_user_resolve(const char *spec, const char *root, struct agent_user *out, capsa_err *err);
 
 /* Decimal id 0..4294967294 without sign or spaces. */
 bool agent_parse_id(const char *s, size_t n, unsigned int *out);

@@ -109,9 +109,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(copy);
     } else {
         char *s = malloc(size);
-        static const uint16_t types[] = {CAPSA_MSG_BOOT, CAPSA_MSG_EXEC_START,
+        static const uint16_t types[] = {CAPSA_MSG_BOOT,       CAPSA_MSG_EXEC_START,
                                          CAPSA_MSG_FS_REQUEST, CAPSA_MSG_SIGNAL,
-                                         CAPSA_MSG_RESIZE, CAPSA_MSG_PING};
+                                         CAPSA_MSG_RESIZE,     CAPSA_MSG_PING};
         for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
             parse_payload(types[i], data + 1, size - 1);
         if (s) {

@@ -15,6 +15,8 @@ struct cli_verb {
 /* Verb entry points (exit status is the return value). */
 int cmd_spec(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_image(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 /* Print "capsa: error: MSG" to stderr; returns exit status 1. */

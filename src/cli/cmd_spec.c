@@ -1,4 +1,5 @@
-/* cmd_spec.c - `capsa spec`: check and normalize wire documents (SandboxSpec and the other seed types). */
+/* cmd_spec.c - `capsa spec`: check and normalize wire documents (SandboxSpec and the other seed
+ * types). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -50,7 +51,8 @@ static void spec_usage(FILE *out)
             "\n"
             "Examples:\n"
             "  capsa spec check sandbox.json\n"
-            "  echo '{\"name\":\"web\",\"image\":{\"Oci\":{\"reference\":\"nginx\"}}}' | capsa spec check -\n"
+            "  echo '{\"name\":\"web\",\"image\":{\"Oci\":{\"reference\":\"nginx\"}}}' | capsa "
+            "spec check -\n"
             "  capsa spec check --type VolumeSpec --format compact volume.json\n"
             "\n"
             "See docs/spec.md for every default and validation rule.\n");

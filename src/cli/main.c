@@ -9,6 +9,8 @@
 #include "common/log.h"
 
 static const struct cli_verb verbs[] = {
+    {"image", NULL, "List, inspect and remove pulled OCI images", cmd_image, false},
+    {"pull", NULL, "Download an OCI image from a registry", cmd_pull, false},
     {"run", NULL, "Boot a sandbox, run a command in it, and remove it", cmd_run, false},
     {"spec", NULL, "Check and normalize a SandboxSpec JSON document", cmd_spec, false},
     {"version", NULL, "Print the capsa version", cmd_version, false},

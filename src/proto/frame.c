@@ -30,6 +30,8 @@ static const struct {
     {CAPSA_MSG_FS_REQUEST, "fs.request"},
     {CAPSA_MSG_FS_DATA, "fs.data"},
     {CAPSA_MSG_FS_RESULT, "fs.result"},
+    {CAPSA_MSG_CTL_REQUEST, "ctl.request"},
+    {CAPSA_MSG_CTL_RESULT, "ctl.result"},
 };
 
 const char *capsa_frame_type_name(uint16_t type)

@@ -44,6 +44,9 @@ enum capsa_frame_type {
     CAPSA_MSG_FS_REQUEST = 0x0020, /* H->G json {op, path, ...} */
     CAPSA_MSG_FS_DATA = 0x0021,    /* raw chunk either way; flag EOF ends the data */
     CAPSA_MSG_FS_RESULT = 0x0022,  /* G->H json result; ends the stream */
+    /* supervisor control socket only (never on the agent channel), stream 0 */
+    CAPSA_MSG_CTL_REQUEST = 0x0030, /* client->supervisor json {op, ...} */
+    CAPSA_MSG_CTL_RESULT = 0x0031,  /* supervisor->client json {ok, ...} */
 };
 
 enum capsa_frame_flags {

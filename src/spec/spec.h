@@ -80,13 +80,13 @@ struct capsa_spec_env {
 
 struct capsa_spec_mount {
     enum capsa_mount_kind kind;
-    const char *guest;   /* canonical absolute path */
-    const char *host;    /* BIND, DISK_IMAGE */
-    const char *name;    /* NAMED: volume name */
-    const char *format;  /* DISK_IMAGE: "Qcow2" | "Raw" | "Vmdk" */
-    const char *fstype;  /* DISK_IMAGE: NULL = probe */
-    uint64_t size_mib;   /* TMPFS: 0 = default */
-    uint64_t quota_mib;  /* BIND: 0 = protective default */
+    const char *guest;  /* canonical absolute path */
+    const char *host;   /* BIND, DISK_IMAGE */
+    const char *name;   /* NAMED: volume name */
+    const char *format; /* DISK_IMAGE: "Qcow2" | "Raw" | "Vmdk" */
+    const char *fstype; /* DISK_IMAGE: NULL = probe */
+    uint64_t size_mib;  /* TMPFS: 0 = default */
+    uint64_t quota_mib; /* BIND: 0 = protective default */
     bool readonly, noexec, nosuid, nodev;
     enum capsa_stat_virt stat_virtualization; /* BIND, NAMED */
     bool host_permissions_mirror;             /* BIND, NAMED */
@@ -128,9 +128,9 @@ struct capsa_sandbox_spec {
     struct capsa_spec_rlimit *rlimits;
     size_t n_rlimits;
     const char *workdir, *shell, *user, *hostname; /* NULL = image/runtime default */
-    const char **entrypoint;                      /* NULL-terminated, or NULL = image's */
-    const char **cmd;                             /* NULL-terminated, or NULL = image's */
-    struct capsa_spec_mount *mounts;              /* sorted parent before child */
+    const char **entrypoint;                       /* NULL-terminated, or NULL = image's */
+    const char **cmd;                              /* NULL-terminated, or NULL = image's */
+    struct capsa_spec_mount *mounts;               /* sorted parent before child */
     size_t n_mounts;
     struct {
         bool ephemeral;
@@ -143,7 +143,7 @@ struct capsa_sandbox_spec {
         size_t n_ports;
     } network;
     enum capsa_pull_policy pull_policy;
-    bool restricted; /* security_profile == "restricted" */
+    bool restricted;                     /* security_profile == "restricted" */
     uint64_t metrics_sample_interval_ms; /* 0 = disabled */
 };
 

@@ -6,7 +6,7 @@
 #include "common/cleanup.h"
 #include "spec/spec_int.h"
 
-static const char *const statuses[] = {"created",  "starting", "running", "stopping",
+static const char *const statuses[] = {"created", "starting", "running", "stopping",
                                        "stopped", "failed",   NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 

@@ -70,6 +70,10 @@ void spec_error(struct spec_ctx *c, const char *fmt, ...)
     c->nerr++;
     if (!c->errs)
         return;
+    if (c->errs->count >= CAPSA_SPEC_MAX_ERRORS) {
+        c->errs->dropped++;
+        return;
+    }
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
@@ -252,7 +256,8 @@ json_t *spec_norm_object(struct spec_ctx *c, json_t *in, const void *arg)
             return NULL;
         obj->pre(c, in, work);
     }
-    json_object_foreach (work, key, v) {
+    json_object_foreach(work, key, v)
+    {
         bool known = false;
         for (size_t i = 0; i < obj->nfields && !known; i++)
             known = !strcmp(obj->fields[i].name, key);
@@ -379,8 +384,7 @@ json_t *spec_norm_tagged(struct spec_ctx *c, json_t *in, const void *arg)
                                       : type_word(in));
         return NULL;
     }
-    json_object_foreach (in, key, content)
-        break;
+    json_object_foreach(in, key, content) break;
     for (size_t i = 0; i < t->nvariants; i++) {
         const struct spec_variant *var = &t->variants[i];
         size_t saved;
@@ -456,8 +460,9 @@ json_t *spec_norm_int(struct spec_ctx *c, json_t *in, const void *arg)
     }
     v = json_integer_value(in);
     if (v < r->min || v > r->max) {
-        spec_error(c, "must be between %" JSON_INTEGER_FORMAT " and %" JSON_INTEGER_FORMAT
-                      "%s%s (got %" JSON_INTEGER_FORMAT ")",
+        spec_error(c,
+                   "must be between %" JSON_INTEGER_FORMAT " and %" JSON_INTEGER_FORMAT
+                   "%s%s (got %" JSON_INTEGER_FORMAT ")",
                    r->min, r->max, r->unit ? " " : "", r->unit ? r->unit : "", v);
         return NULL;
     }
@@ -517,7 +522,8 @@ json_t *spec_norm_array(struct spec_ctx *c, json_t *in, const void *arg)
         return NULL;
     }
     out = json_array();
-    json_array_foreach (in, i, v) {
+    json_array_foreach(in, i, v)
+    {
         size_t saved = spec_push_index(c, i);
         json_t *nv = a->fn(c, v, a->arg);
         spec_pop(c, saved);
@@ -553,8 +559,7 @@ json_t *spec_norm_map(struct spec_ctx *c, json_t *in, const void *arg)
     keys = calloc(json_object_size(in) + 1, sizeof(*keys));
     if (!keys)
         return NULL;
-    json_object_foreach (in, key, v)
-        keys[n++] = key;
+    json_object_foreach(in, key, v) keys[n++] = key;
     qsort(keys, n, sizeof(*keys), cmp_str);
     out = json_object();
     for (size_t i = 0; i < n; i++) {
@@ -588,7 +593,8 @@ json_t *spec_norm_pairs(struct spec_ctx *c, json_t *in, const void *arg)
         return NULL;
     }
     out = json_array();
-    json_array_foreach (in, i, v) {
+    json_array_foreach(in, i, v)
+    {
         size_t saved = spec_push_index(c, i);
         const char *k = json_string_value(json_array_get(v, 0));
         const char *val = json_string_value(json_array_get(v, 1)), *msg;
@@ -689,8 +695,8 @@ const char *spec_check_name(const char *s)
         return "must start with an ASCII letter or digit and contain only letters, digits, '.', "
                "'_' and '-'";
     for (const char *p = s; *p; p++)
-        if (!(isascii((unsigned char)*p) && isalnum((unsigned char)*p)) && *p != '.' &&
-            *p != '_' && *p != '-')
+        if (!(isascii((unsigned char)*p) && isalnum((unsigned char)*p)) && *p != '.' && *p != '_' &&
+            *p != '-')
             return "must contain only ASCII letters, digits, '.', '_' and '-'";
     return NULL;
 }
@@ -746,8 +752,9 @@ const char *spec_check_hostname(const char *s)
 
 const char *spec_check_domain(const char *s)
 {
-    return dns_labels_ok(s, true) ? NULL : "must be a DNS name (labels of letters, digits, '-', "
-                                           "'_', separated by '.')";
+    return dns_labels_ok(s, true) ? NULL
+                                  : "must be a DNS name (labels of letters, digits, '-', "
+                                    "'_', separated by '.')";
 }
 
 const char *spec_check_ip(const char *s)
@@ -798,8 +805,7 @@ const char *spec_check_image_ref(const char *s)
     if (!isascii((unsigned char)s[0]) || !isalnum((unsigned char)s[0]))
         return "must be an OCI image reference starting with a letter or digit";
     for (const char *p = s; *p; p++)
-        if (!(isascii((unsigned char)*p) && isalnum((unsigned char)*p)) &&
-            !strchr("._-/:@+", *p))
+        if (!(isascii((unsigned char)*p) && isalnum((unsigned char)*p)) && !strchr("._-/:@+", *p))
             return "must be an OCI image reference (letters, digits and . _ - / : @ +)";
     return NULL;
 }
@@ -807,7 +813,8 @@ const char *spec_check_image_ref(const char *s)
 const char *spec_check_fstype(const char *s)
 {
     for (const char *p = s; *p; p++)
-        if (!(isascii((unsigned char)*p) && (islower((unsigned char)*p) || isdigit((unsigned char)*p))) &&
+        if (!(isascii((unsigned char)*p) &&
+              (islower((unsigned char)*p) || isdigit((unsigned char)*p))) &&
             *p != '_' && *p != '.')
             return "must be a filesystem type name (lowercase letters, digits, '_', '.')";
     return NULL;

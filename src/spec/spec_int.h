@@ -41,9 +41,9 @@ void spec_pop(struct spec_ctx *c, size_t saved);
 
 /* ---- field tables ---- */
 enum {
-    SF_REQUIRED = 1u << 0, /* must be present (and, unless SF_NULLABLE, non-null) */
-    SF_NULLABLE = 1u << 1, /* null is a valid value and is kept */
-    SF_OPTIONAL = 1u << 2, /* seed `field?`: written only when non-null */
+    SF_REQUIRED = 1u << 0,     /* must be present (and, unless SF_NULLABLE, non-null) */
+    SF_NULLABLE = 1u << 1,     /* null is a valid value and is kept */
+    SF_OPTIONAL = 1u << 2,     /* seed `field?`: written only when non-null */
     SF_NULL_DEFAULT = 1u << 3, /* null means "use the default" (an Option with a default) */
 };
 
@@ -64,7 +64,10 @@ struct spec_object {
     /* Input-only aliases consumed before the field walk (e.g. upper_size_mib); may be NULL. */
     void (*pre)(struct spec_ctx *c, json_t *in, json_t *work);
 };
-#define SPEC_OBJECT(tn, f, p) {tn, f, sizeof(f) / sizeof((f)[0]), p, NULL}
+#define SPEC_OBJECT(tn, f, p)                                                                      \
+    {                                                                                              \
+        tn, f, sizeof(f) / sizeof((f)[0]), p, NULL                                                 \
+    }
 
 /* Externally tagged enum: a string naming a unit variant, or {"Tag": content}. */
 struct spec_variant {
@@ -83,7 +86,7 @@ struct spec_tagged {
 struct spec_itagged {
     const char *type_name;
     const char *tag_field;
-    const char *const *tags;            /* NULL-terminated */
+    const char *const *tags;               /* NULL-terminated */
     const struct spec_object *const *objs; /* parallel to tags */
 };
 
@@ -107,7 +110,7 @@ struct spec_string {
 
 struct spec_map {
     const char *(*key_check)(const char *key); /* NULL: any non-empty key */
-    spec_norm_fn fn;                            /* value normalizer */
+    spec_norm_fn fn;                           /* value normalizer */
     const void *arg;
     size_t max_items;
 };
@@ -133,28 +136,28 @@ const char *spec_check_name(const char *s);      /* sandbox/volume/snapshot name
 const char *spec_check_host_path(const char *s); /* absolute host path */
 const char *spec_check_env_key(const char *s);
 const char *spec_check_label_key(const char *s);
-const char *spec_check_hostname(const char *s);  /* RFC 1123 host name */
-const char *spec_check_domain(const char *s);    /* DNS name, optional leading "*." not allowed */
-const char *spec_check_ip(const char *s);        /* IPv4 or IPv6 literal */
-const char *spec_check_cidr(const char *s);      /* IP[/prefix] */
+const char *spec_check_hostname(const char *s); /* RFC 1123 host name */
+const char *spec_check_domain(const char *s);   /* DNS name, optional leading "*." not allowed */
+const char *spec_check_ip(const char *s);       /* IPv4 or IPv6 literal */
+const char *spec_check_cidr(const char *s);     /* IP[/prefix] */
 const char *spec_check_image_ref(const char *s);
 const char *spec_check_fstype(const char *s);
 const char *spec_check_timestamp(const char *s); /* RFC 3339 */
 const char *spec_check_uuid(const char *s);
 
 /* Shared ranges and strings. */
-extern const struct spec_range spec_range_port;    /* 1..65535 */
-extern const struct spec_range spec_range_mib;     /* 1..16 TiB in MiB */
-extern const struct spec_range spec_range_mode;    /* 0..07777 */
-extern const struct spec_range spec_range_secs;    /* 1..10 years */
-extern const struct spec_range spec_range_u64;     /* 0..INT64_MAX */
-extern const struct spec_string spec_str_any;      /* any non-empty string <= 64 KiB */
-extern const struct spec_string spec_str_text;     /* any string (may be empty) <= 16 MiB */
+extern const struct spec_range spec_range_port; /* 1..65535 */
+extern const struct spec_range spec_range_mib;  /* 1..16 TiB in MiB */
+extern const struct spec_range spec_range_mode; /* 0..07777 */
+extern const struct spec_range spec_range_secs; /* 1..10 years */
+extern const struct spec_range spec_range_u64;  /* 0..INT64_MAX */
+extern const struct spec_string spec_str_any;   /* any non-empty string <= 64 KiB */
+extern const struct spec_string spec_str_text;  /* any string (may be empty) <= 16 MiB */
 extern const struct spec_string spec_str_name;
 extern const struct spec_string spec_str_host_path;
 extern const struct spec_string spec_str_fstype;
 extern const struct spec_string spec_str_timestamp;
-extern const struct spec_array spec_arr_strings;   /* array of strings (may be empty) */
+extern const struct spec_array spec_arr_strings; /* array of strings (may be empty) */
 
 /* Lookups on normalized objects (NULL-safe; missing/null give the fallback). */
 const char *spec_get_str(const json_t *o, const char *key);

@@ -81,7 +81,7 @@ static json_t *norm_bypass(struct spec_ctx *c, json_t *in, const void *arg)
 static const char *const actions[] = {"allow", "deny", NULL};
 static const char *const directions[] = {"egress", "ingress", "any", NULL};
 static const char *const protocols[] = {"tcp", "udp", "icmpv4", "icmpv6", NULL};
-static const char *const groups[] = {"public",    "loopback",  "private", "link_local",
+static const char *const groups[] = {"public",   "loopback",  "private", "link_local",
                                      "metadata", "multicast", "host",    NULL};
 
 static const struct spec_string str_cidr = {64, spec_check_cidr, false};

@@ -54,9 +54,9 @@ static void mount_of(const json_t *m, struct capsa_spec_mount *out)
     out->noexec = spec_get_bool(opt, "noexec", false);
     out->nosuid = spec_get_bool(opt, "nosuid", false);
     out->nodev = spec_get_bool(opt, "nodev", false);
-    out->stat_virtualization = !sv || !strcmp(sv, "strict")  ? CAPSA_STAT_STRICT
-                               : !strcmp(sv, "relaxed") ? CAPSA_STAT_RELAXED
-                                                        : CAPSA_STAT_OFF;
+    out->stat_virtualization = !sv || !strcmp(sv, "strict") ? CAPSA_STAT_STRICT
+                               : !strcmp(sv, "relaxed")     ? CAPSA_STAT_RELAXED
+                                                            : CAPSA_STAT_OFF;
     out->host_permissions_mirror = hp && !strcmp(hp, "mirror");
 }
 
@@ -110,8 +110,7 @@ static void sandbox_specp_free(struct capsa_sandbox_spec **s)
     capsa_sandbox_spec_free(*s);
 }
 
-int capsa_sandbox_spec_load(json_t *in, struct capsa_sandbox_spec **out,
-                            capsa_spec_errors *errs)
+int capsa_sandbox_spec_load(json_t *in, struct capsa_sandbox_spec **out, capsa_spec_errors *errs)
 {
     __attribute__((cleanup(sandbox_specp_free))) struct capsa_sandbox_spec *s = NULL;
     const json_t *d, *rt, *net, *lc, *arr;
@@ -157,9 +156,9 @@ int capsa_sandbox_spec_load(json_t *in, struct capsa_sandbox_spec **out,
     s->shell = spec_get_str(rt, "shell");
     s->user = spec_get_str(rt, "user");
     s->hostname = spec_get_str(rt, "hostname");
-    s->metrics_sample_interval_ms =
-        spec_get_bool(rt, "disable_metrics_sample", false) ? 0
-                                                            : get_u64(rt, "metrics_sample_interval_ms");
+    s->metrics_sample_interval_ms = spec_get_bool(rt, "disable_metrics_sample", false)
+                                        ? 0
+                                        : get_u64(rt, "metrics_sample_interval_ms");
     if (argv_of(json_object_get(rt, "entrypoint"), &s->entrypoint) < 0 ||
         argv_of(json_object_get(rt, "cmd"), &s->cmd) < 0)
         goto oom;

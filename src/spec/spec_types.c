@@ -20,8 +20,8 @@ static const char *const named_modes[] = {"Existing", "Create", "EnsureExists", 
 static const char *const port_protocols[] = {"tcp", "udp", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 static const char *const rlimit_resources[] = {
-    "Cpu",     "Fsize", "Data",  "Stack",      "Core",     "Rss",  "Nproc",  "Nofile",
-    "Memlock", "As",    "Locks", "Sigpending", "Msgqueue", "Nice", "Rtprio", "Rttime", NULL};
+    "Cpu", "Fsize", "Data",       "Stack",    "Core", "Rss",    "Nproc",  "Nofile", "Memlock",
+    "As",  "Locks", "Sigpending", "Msgqueue", "Nice", "Rtprio", "Rttime", NULL};
 static const char *const log_sources[] = {"stdout", "stderr", "output", "system", NULL};
 
 static const struct spec_range range_cpus = {1, 128, NULL};
@@ -71,14 +71,14 @@ static const struct spec_string str_label_value = {4096, NULL, true};
 
 static const struct spec_map map_scripts = {check_script_name, spec_norm_string, &spec_str_text,
                                             256};
-static const struct spec_map map_labels = {spec_check_label_key, spec_norm_string,
-                                           &str_label_value, 256};
+static const struct spec_map map_labels = {spec_check_label_key, spec_norm_string, &str_label_value,
+                                           256};
 static const struct spec_range range_byte = {0, 255, NULL};
 static const struct spec_array arr_bytes = {spec_norm_int, &range_byte, 16 * 1024 * 1024};
 
-#define PAIRS_ANY       ((const void *)NULL)
-#define PAIRS_ENV       ((const void *)spec_check_env_key)
-#define PAIRS_LABELS    ((const void *)spec_check_label_key)
+#define PAIRS_ANY    ((const void *)NULL)
+#define PAIRS_ENV    ((const void *)spec_check_env_key)
+#define PAIRS_LABELS ((const void *)spec_check_label_key)
 
 /* ---- MountOptions ---------------------------------------------------------------------- */
 
@@ -134,8 +134,8 @@ static void oci_pre(struct spec_ctx *c, json_t *in, json_t *work)
     if (json_object_get(in, "root_disk")) {
         spec_error(c, "deprecated alias of root_disk.size_mib: give root_disk only");
     } else if ((nv = spec_norm_int(c, upper, &spec_range_mib))) {
-        json_object_set_new(work, "root_disk", json_pack("{s:s,s:o}", "kind", "managed",
-                                                         "size_mib", nv));
+        json_object_set_new(work, "root_disk",
+                            json_pack("{s:s,s:o}", "kind", "managed", "size_mib", nv));
     }
     spec_pop(c, saved);
 }
@@ -229,7 +229,8 @@ static void mount_post(struct spec_ctx *c, json_t *out)
     }
     if (sv && hp && !strcmp(sv, "off") && !strcmp(hp, "mirror")) {
         saved = spec_push_field(c, "host_permissions");
-        spec_error(c, "\"mirror\" needs stat_virtualization \"strict\" or \"relaxed\", not \"off\"");
+        spec_error(c,
+                   "\"mirror\" needs stat_virtualization \"strict\" or \"relaxed\", not \"off\"");
         spec_pop(c, saved);
     }
     if (name && json_is_object(create) && spec_get_str(create, "name") &&
@@ -273,14 +274,14 @@ static const struct spec_field vm_disk_fields[] = {
     {"fstype", spec_norm_string, &spec_str_fstype, SF_NULLABLE, NULL},
     {"options", spec_norm_object, &obj_mount_options, 0, "{}"},
 };
-static const struct spec_object obj_vm_bind = SPEC_OBJECT("VolumeMount Bind", vm_bind_fields,
-                                                          mount_post);
-static const struct spec_object obj_vm_named = SPEC_OBJECT("VolumeMount Named", vm_named_fields,
-                                                           mount_post);
-static const struct spec_object obj_vm_tmpfs = SPEC_OBJECT("VolumeMount Tmpfs", vm_tmpfs_fields,
-                                                           mount_post);
-static const struct spec_object obj_vm_disk = SPEC_OBJECT("VolumeMount DiskImage", vm_disk_fields,
-                                                          mount_post);
+static const struct spec_object obj_vm_bind =
+    SPEC_OBJECT("VolumeMount Bind", vm_bind_fields, mount_post);
+static const struct spec_object obj_vm_named =
+    SPEC_OBJECT("VolumeMount Named", vm_named_fields, mount_post);
+static const struct spec_object obj_vm_tmpfs =
+    SPEC_OBJECT("VolumeMount Tmpfs", vm_tmpfs_fields, mount_post);
+static const struct spec_object obj_vm_disk =
+    SPEC_OBJECT("VolumeMount DiskImage", vm_disk_fields, mount_post);
 static const char *const vm_tags[] = {"Bind", "Named", "Tmpfs", "DiskImage", NULL};
 static const struct spec_object *const vm_objs[] = {&obj_vm_bind, &obj_vm_named, &obj_vm_tmpfs,
                                                     &obj_vm_disk};
@@ -348,7 +349,8 @@ static const struct spec_object obj_p_copydir =
     SPEC_OBJECT("Patch CopyDir", p_copydir_fields, patch_post);
 static const struct spec_object obj_p_symlink =
     SPEC_OBJECT("Patch Symlink", p_symlink_fields, patch_post);
-static const struct spec_object obj_p_mkdir = SPEC_OBJECT("Patch Mkdir", p_mkdir_fields, patch_post);
+static const struct spec_object obj_p_mkdir =
+    SPEC_OBJECT("Patch Mkdir", p_mkdir_fields, patch_post);
 static const struct spec_object obj_p_remove =
     SPEC_OBJECT("Patch Remove", p_remove_fields, patch_post);
 static const struct spec_object obj_p_append =
@@ -433,8 +435,8 @@ static const struct spec_field network_fields[] = {
     {"max_connections", spec_norm_int, &range_max_conn, SF_NULLABLE, NULL},
     {"trust_host_cas", spec_norm_bool, NULL, 0, "false"},
 };
-static const struct spec_object obj_network = SPEC_OBJECT("NetworkSpec", network_fields,
-                                                          network_post);
+static const struct spec_object obj_network =
+    SPEC_OBJECT("NetworkSpec", network_fields, network_post);
 
 /* ---- HandoffInit, SandboxPolicy, snapshots --------------------------------------------- */
 
@@ -597,7 +599,7 @@ static void sandbox_post(struct spec_ctx *c, json_t *out)
             why = "a DiskImage root";
         else if (spec_get_str(rd, "kind") && strcmp(spec_get_str(rd, "kind"), "managed"))
             why = !strcmp(spec_get_str(rd, "kind"), "tmpfs") ? "a tmpfs root_disk"
-                                                              : "a disk-image root_disk";
+                                                             : "a disk-image root_disk";
         if (why) {
             saved = spec_push_field(c, "patches");
             spec_error(c, "not supported with %s (patches need a managed root disk or a Bind root)",
@@ -632,8 +634,8 @@ static const struct spec_field sandbox_fields[] = {
     {"security_profile", spec_norm_enum, security_profiles, 0, "\"default\""},
     {"lifecycle", spec_norm_object, &obj_policy, 0, "{}"},
 };
-static const struct spec_object obj_sandbox = SPEC_OBJECT("SandboxSpec", sandbox_fields,
-                                                          sandbox_post);
+static const struct spec_object obj_sandbox =
+    SPEC_OBJECT("SandboxSpec", sandbox_fields, sandbox_post);
 
 /* ---- registry -------------------------------------------------------------------------- */
 

@@ -20,7 +20,7 @@ struct kase {
     const char *err; /* NULL: must be valid; else a substring of one of the errors */
 };
 
-#define OCI "{\"Oci\":{\"reference\":\"busybox\"}}"
+#define OCI       "{\"Oci\":{\"reference\":\"busybox\"}}"
 #define SB(extra) "{\"name\":\"t\",\"image\":" OCI extra "}"
 
 static const struct kase cases[] = {
@@ -34,10 +34,14 @@ static const struct kase cases[] = {
     {"SandboxSpec", SB(",\"pull_policy\":\"sometimes\""),
      "pull_policy: must be one of \"IfMissing\", \"Always\", \"Never\" (got \"sometimes\")"},
     {"SandboxSpec", SB(",\"security_profile\":\"strict\""), "security_profile: must be one of"},
-    {"SandboxSpec", SB(",\"labels\":{\"service.x\":\"1\"}"), "labels[\"service.x\"]: key uses a reserved"},
-    {"SandboxSpec", SB(",\"labels\":{\"app\":5}"), "labels[\"app\"]: must be a string, not an integer"},
-    {"SandboxSpec", SB(",\"init\":{\"cmd\":\"init\"}"), "init.cmd: must be an absolute path or \"auto\""},
-    {"SandboxSpec", SB(",\"init\":{\"cmd\":\"auto\",\"args\":[\"a\"],\"env\":[[\"K\",\"V\"]]}"), NULL},
+    {"SandboxSpec", SB(",\"labels\":{\"service.x\":\"1\"}"),
+     "labels[\"service.x\"]: key uses a reserved"},
+    {"SandboxSpec", SB(",\"labels\":{\"app\":5}"),
+     "labels[\"app\"]: must be a string, not an integer"},
+    {"SandboxSpec", SB(",\"init\":{\"cmd\":\"init\"}"),
+     "init.cmd: must be an absolute path or \"auto\""},
+    {"SandboxSpec", SB(",\"init\":{\"cmd\":\"auto\",\"args\":[\"a\"],\"env\":[[\"K\",\"V\"]]}"),
+     NULL},
     {"SandboxSpec", SB(",\"resources\":null"), "resources: must not be null"},
     /* RootfsSource / OciRootfsSource / RootDisk */
     {"RootfsSource", "{\"Bind\":\"/r\"}", NULL},
@@ -48,7 +52,8 @@ static const struct kase cases[] = {
     {"RootfsSource", "{}", "with exactly one key"},
     {"OciRootfsSource", "{\"reference\":\"python\",\"upper_size_mib\":null}", NULL},
     {"OciRootfsSource", "{\"reference\":\"py thon\"}", "reference: must be an OCI image reference"},
-    {"OciRootfsSource", "{\"reference\":\"x\",\"upper_size_mib\":0}", "upper_size_mib: must be between 1"},
+    {"OciRootfsSource", "{\"reference\":\"x\",\"upper_size_mib\":0}",
+     "upper_size_mib: must be between 1"},
     {"RootDisk", "{\"kind\":\"managed\",\"size_mib\":null}", NULL},
     {"RootDisk", "{\"kind\":\"tmpfs\",\"path\":\"/x\"}", "path: unknown field in RootDisk tmpfs"},
     {"RootDisk", "{\"size_mib\":1}", "kind: is required"},
@@ -66,7 +71,8 @@ static const struct kase cases[] = {
     {"VolumeKind", "\"Directory\"", NULL},
     {"VolumeKind", "\"File\"", "must be one of \"Directory\", \"Disk\""},
     {"NamedVolumeMode", "\"Existing\"", NULL},
-    {"NamedVolumeMode", "\"existing\"", "must be one of \"Existing\", \"Create\", \"EnsureExists\""},
+    {"NamedVolumeMode", "\"existing\"",
+     "must be one of \"Existing\", \"Create\", \"EnsureExists\""},
     {"PortProtocol", "\"tcp\"", NULL},
     {"PortProtocol", "\"TCP\"", "must be one of \"tcp\", \"udp\""},
     {"SandboxLogLevel", "\"warn\"", NULL},
@@ -81,20 +87,27 @@ static const struct kase cases[] = {
     {"MountOptions", "{}", NULL},
     {"MountOptions", "{\"readonly\":1}", "readonly: must be true or false, not an integer"},
     {"VolumeSpec", "{\"name\":\"v\",\"kind\":\"Disk\",\"capacity_mib\":100}", NULL},
-    {"VolumeSpec", "{\"name\":\"v\",\"kind\":\"Disk\"}", "capacity_mib: is required for Disk volumes"},
-    {"VolumeSpec", "{\"name\":\"v\",\"capacity_mib\":5}", "capacity_mib: applies to Disk volumes only"},
-    {"VolumeSpec", "{\"name\":\"v\",\"labels\":[[\"a\"]]}", "labels[0]: must be a [key, value] pair"},
-    {"NamedVolumeCreate", "{\"mode\":\"Create\",\"name\":\"v\",\"kind\":\"Disk\",\"capacity_mib\":10}",
-     NULL},
-    {"NamedVolumeCreate", "{\"mode\":\"Create\",\"name\":\"../v\"}", "name: must start with an ASCII"},
+    {"VolumeSpec", "{\"name\":\"v\",\"kind\":\"Disk\"}",
+     "capacity_mib: is required for Disk volumes"},
+    {"VolumeSpec", "{\"name\":\"v\",\"capacity_mib\":5}",
+     "capacity_mib: applies to Disk volumes only"},
+    {"VolumeSpec", "{\"name\":\"v\",\"labels\":[[\"a\"]]}",
+     "labels[0]: must be a [key, value] pair"},
+    {"NamedVolumeCreate",
+     "{\"mode\":\"Create\",\"name\":\"v\",\"kind\":\"Disk\",\"capacity_mib\":10}", NULL},
+    {"NamedVolumeCreate", "{\"mode\":\"Create\",\"name\":\"../v\"}",
+     "name: must start with an ASCII"},
     /* VolumeMount */
     {"VolumeMount", "{\"type\":\"Bind\",\"host\":\"/h\",\"guest\":\"/g\"}", NULL},
     {"VolumeMount", "{\"type\":\"Named\",\"name\":\"n\",\"guest\":\"/g\"}", NULL},
     {"VolumeMount", "{\"type\":\"Tmpfs\",\"guest\":\"/g\",\"size_mib\":16}", NULL},
-    {"VolumeMount", "{\"type\":\"DiskImage\",\"host\":\"/h\",\"guest\":\"/g\",\"format\":\"Raw\"}", NULL},
-    {"VolumeMount", "{\"type\":\"Tmpfs\",\"guest\":\"/g\",\"size_mib\":0}", "size_mib: must be between 1"},
+    {"VolumeMount", "{\"type\":\"DiskImage\",\"host\":\"/h\",\"guest\":\"/g\",\"format\":\"Raw\"}",
+     NULL},
+    {"VolumeMount", "{\"type\":\"Tmpfs\",\"guest\":\"/g\",\"size_mib\":0}",
+     "size_mib: must be between 1"},
     {"VolumeMount", "{\"type\":\"Bind\",\"guest\":\"/g\"}", "host: is required"},
-    {"VolumeMount", "{\"type\":\"Tmpfs\",\"guest\":\"/a/\\u0001\"}", "guest: must not contain control"},
+    {"VolumeMount", "{\"type\":\"Tmpfs\",\"guest\":\"/a/\\u0001\"}",
+     "guest: must not contain control"},
     {"VolumeMount", "{\"type\":\"Bind\",\"host\":\"/h\",\"guest\":\"/g\",\"quota_mib\":-1}",
      "quota_mib: must be between 1"},
     {"VolumeMount", "\"Bind\"", "must be an object (VolumeMount), not a string"},
@@ -108,7 +121,8 @@ static const struct kase cases[] = {
     {"Patch", "{\"Remove\":{\"path\":\"/g\"}}", NULL},
     {"Patch", "{\"Append\":{\"path\":\"/g\",\"content\":\"\"}}", NULL},
     {"Patch", "{\"Remove\":{\"path\":\"/\"}}", "Remove.path: must not be the root directory"},
-    {"Patch", "{\"CopyFile\":{\"src\":\"h\",\"dst\":\"/g\"}}", "CopyFile.src: must be an absolute path"},
+    {"Patch", "{\"CopyFile\":{\"src\":\"h\",\"dst\":\"/g\"}}",
+     "CopyFile.src: must be an absolute path"},
     {"Patch", "{\"File\":{\"path\":\"/a\",\"content\":\"abc\"}}", "File.content: must be an array"},
     {"Patch", "{\"Mkdir\":{\"path\":\"/g\",\"mode\":\"0755\"}}", "Mkdir.mode: must be an integer"},
     /* network */
@@ -118,11 +132,14 @@ static const struct kase cases[] = {
      "policy.rules[0].destination: is required"},
     {"PublishedPortSpec", "{\"host_port\":80,\"guest_port\":80,\"host_bind\":\"::0\"}", NULL},
     {"PublishedPortSpec", "{\"host_port\":80}", "guest_port: is required"},
-    {"NetworkPolicy", "{\"rules\":[{\"direction\":\"any\",\"destination\":{\"domain\":\"x.io\"},"
-                      "\"action\":\"deny\"}]}",
+    {"NetworkPolicy",
+     "{\"rules\":[{\"direction\":\"any\",\"destination\":{\"domain\":\"x.io\"},"
+     "\"action\":\"deny\"}]}",
      NULL},
-    {"NetworkPolicy", "{\"default_egress\":\"block\"}", "default_egress: must be one of \"allow\", \"deny\""},
-    {"NetworkPolicy", "{\"rules\":[{\"direction\":\"egress\",\"destination\":\"all\",\"action\":\"deny\"}]}",
+    {"NetworkPolicy", "{\"default_egress\":\"block\"}",
+     "default_egress: must be one of \"allow\", \"deny\""},
+    {"NetworkPolicy",
+     "{\"rules\":[{\"direction\":\"egress\",\"destination\":\"all\",\"action\":\"deny\"}]}",
      "rules[0].destination: unknown Destination variant \"all\""},
     {"DnsConfig", "{\"nameservers\":[\"[::1]:53\",\"8.8.8.8\",\"ns.example\"]}", NULL},
     {"DnsConfig", "{\"nameservers\":[\"not a host\"]}", "nameservers[0]: must be IP, IP:PORT"},
@@ -130,13 +147,17 @@ static const struct kase cases[] = {
     {"TlsConfig", "{\"cache\":{\"capacity\":0}}", "cache.capacity: must be between 1"},
     {"SecretsConfig", "{\"on_violation\":{\"passthrough\":[\"any\"]}}", NULL},
     {"SecretsConfig", "{\"on_violation\":\"block_and_log\"}", "unknown ViolationAction variant"},
-    {"SecretEntry", "{\"env_var\":\"K\",\"value\":\"v\",\"allowed_hosts\":[{\"exact\":\"a.b\"}]}", NULL},
-    {"SecretEntry", "{\"env_var\":\"K\",\"value\":\"v\",\"allowed_hosts\":[\"any\"],\"placeholder\":\"a\\nb\"}",
+    {"SecretEntry", "{\"env_var\":\"K\",\"value\":\"v\",\"allowed_hosts\":[{\"exact\":\"a.b\"}]}",
+     NULL},
+    {"SecretEntry",
+     "{\"env_var\":\"K\",\"value\":\"v\",\"allowed_hosts\":[\"any\"],\"placeholder\":\"a\\nb\"}",
      "placeholder: must not contain CR or LF"},
-    {"SecretEntry", "{\"env_var\":\"K\",\"source\":{\"kind\":\"file\"},\"allowed_hosts\":[\"any\"]}",
+    {"SecretEntry",
+     "{\"env_var\":\"K\",\"source\":{\"kind\":\"file\"},\"allowed_hosts\":[\"any\"]}",
      "source.kind: must be one of \"env\", \"store\" (got \"file\")"},
     {"InterfaceOverrides", "{\"mac\":\"02:00:00:00:00:01\",\"ipv6_pool\":\"fd00::/64\"}", NULL},
-    {"InterfaceOverrides", "{\"ipv4_address\":\"300.1.1.1\"}", "ipv4_address: must be an IPv4 address"},
+    {"InterfaceOverrides", "{\"ipv4_address\":\"300.1.1.1\"}",
+     "ipv4_address: must be an IPv4 address"},
     /* HandoffInit, SandboxPolicy, snapshots */
     {"HandoffInit", "{\"cmd\":\"/sbin/init\"}", NULL},
     {"HandoffInit", "{\"cmd\":\"auto\",\"args\":[1]}", "args[0]: must be a string, not an integer"},
@@ -145,7 +166,8 @@ static const struct kase cases[] = {
     {"SnapshotDestination", "{\"Name\":\"s1\"}", NULL},
     {"SnapshotDestination", "{\"Name\":\"s 1\"}", "Name: must contain only ASCII letters"},
     {"SnapshotSpec", "{\"source_sandbox\":\"a\",\"destination\":{\"Path\":\"/s\"}}", NULL},
-    {"SnapshotSpec", "{\"source_sandbox\":\"a\",\"destination\":{\"Path\":\"/s\"},\"force\":\"yes\"}",
+    {"SnapshotSpec",
+     "{\"source_sandbox\":\"a\",\"destination\":{\"Path\":\"/s\"},\"force\":\"yes\"}",
      "force: must be true or false"},
     /* resources, runtime, env, rlimit */
     {"SandboxResources", "{\"cpus\":128,\"memory_mib\":64}", NULL},
@@ -157,7 +179,8 @@ static const struct kase cases[] = {
     {"EnvVar", "{\"key\":\"K\",\"value\":\"\"}", NULL},
     {"EnvVar", "{\"key\":\"K\",\"value\":null}", "value: must not be null"},
     {"Rlimit", "{\"resource\":\"Nofile\",\"soft\":1,\"hard\":9223372036854775807}", NULL},
-    {"Rlimit", "{\"resource\":\"Nofile\",\"soft\":2,\"hard\":1}", "soft: must not exceed hard (2 > 1)"},
+    {"Rlimit", "{\"resource\":\"Nofile\",\"soft\":2,\"hard\":1}",
+     "soft: must not exceed hard (2 > 1)"},
     /* cloud */
     {"CloudCreateSandboxRequest", "{\"name\":\"c\",\"image\":\"python\"}", NULL},
     {"CloudCreateSandboxRequest", "{\"name\":\"c\",\"image\":\"python\",\"env\":{\"A=\":\"1\"}}",
@@ -166,7 +189,8 @@ static const struct kase cases[] = {
      "log_level: must be one of \"error\""},
     {"CloudSandbox",
      "{\"id\":\"f47ac10b-58cc-4372-a567-0e02b2c3d479\",\"org_id\":\"f47ac10b-58cc-4372-a567-"
-     "0e02b2c3d479\",\"name\":\"c\",\"status\":\"created\",\"config\":{\"name\":\"c\",\"image\":\"x\"},"
+     "0e02b2c3d479\",\"name\":\"c\",\"status\":\"created\",\"config\":{\"name\":\"c\",\"image\":"
+     "\"x\"},"
      "\"ephemeral\":true,\"created_at\":\"2026-01-01T00:00:00.5-05:00\",\"last_error\":null}",
      NULL},
     {"CloudSandbox", "{\"id\":\"f47ac10b-58cc-4372-a567-0e02b2c3d479\"}", "org_id: is required"},
@@ -280,7 +304,8 @@ static void test_defaults(void **state)
     (void)state;
 
     assert_int_equal(capsa_spec_check("SandboxSpec", in, &n, &errs), 0);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(n, "resources"), "cpus")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(n, "resources"), "cpus")),
+                     1);
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(n, "resources"), "memory_mib")), 512);
     assert_string_equal(json_string_value(json_object_get(n, "pull_policy")), "IfMissing");
@@ -297,19 +322,21 @@ static void test_defaults(void **state)
         assert_true(json_is_null(json_object_get(m, "quota_mib")));
     }
     {
-        json_t *rd = json_object_get(json_object_get(json_object_get(n, "image"), "Oci"), "root_disk");
+        json_t *rd =
+            json_object_get(json_object_get(json_object_get(n, "image"), "Oci"), "root_disk");
         assert_string_equal(json_string_value(json_object_get(rd, "kind")), "managed");
         assert_int_equal(json_integer_value(json_object_get(rd, "size_mib")), 4096);
     }
     {
         /* Field order is the seed's. */
-        const char *want[] = {"name",    "image",   "resources", "runtime",     "env",
-                              "labels",  "rlimits", "mounts",    "patches",     "network",
-                              "init",    "pull_policy", "security_profile", "lifecycle"};
+        const char *want[] = {"name",   "image",       "resources",        "runtime",  "env",
+                              "labels", "rlimits",     "mounts",           "patches",  "network",
+                              "init",   "pull_policy", "security_profile", "lifecycle"};
         size_t i = 0;
         const char *key;
         json_t *v;
-        json_object_foreach (n, key, v) {
+        json_object_foreach(n, key, v)
+        {
             assert_true(i < sizeof(want) / sizeof(want[0]));
             assert_string_equal(key, want[i++]);
         }
@@ -328,7 +355,8 @@ static void test_legacy_upper_size(void **state)
 
     assert_int_equal(capsa_spec_check("OciRootfsSource", in, &n, &errs), 0);
     s = capsa_spec_dump(n, false);
-    assert_string_equal(s, "{\"reference\":\"python\",\"root_disk\":{\"kind\":\"managed\",\"size_mib\":2048}}");
+    assert_string_equal(
+        s, "{\"reference\":\"python\",\"root_disk\":{\"kind\":\"managed\",\"size_mib\":2048}}");
     json_decref(n);
     json_decref(in);
 }
@@ -336,9 +364,10 @@ static void test_legacy_upper_size(void **state)
 static void test_mount_paths_sorted_and_canonical(void **state)
 {
     capsa_spec_errors errs = {0};
-    json_t *in = load(SB(",\"mounts\":[{\"type\":\"Tmpfs\",\"guest\":\"/a/b/c\"},"
-                         "{\"type\":\"Tmpfs\",\"guest\":\"//a/./b/\"},{\"type\":\"Tmpfs\",\"guest\":\"/a\"},"
-                         "{\"type\":\"Tmpfs\",\"guest\":\"/z\"}]"));
+    json_t *in =
+        load(SB(",\"mounts\":[{\"type\":\"Tmpfs\",\"guest\":\"/a/b/c\"},"
+                "{\"type\":\"Tmpfs\",\"guest\":\"//a/./b/\"},{\"type\":\"Tmpfs\",\"guest\":\"/a\"},"
+                "{\"type\":\"Tmpfs\",\"guest\":\"/z\"}]"));
     json_t *n, *m;
     (void)state;
 
@@ -347,7 +376,8 @@ static void test_mount_paths_sorted_and_canonical(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "guest")), "/a");
     assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "guest")), "/z");
     assert_string_equal(json_string_value(json_object_get(json_array_get(m, 2), "guest")), "/a/b");
-    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 3), "guest")), "/a/b/c");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 3), "guest")),
+                        "/a/b/c");
     json_decref(n);
     json_decref(in);
 }
@@ -355,9 +385,10 @@ static void test_mount_paths_sorted_and_canonical(void **state)
 static void test_all_errors_reported(void **state)
 {
     capsa_spec_errors errs = {0};
-    json_t *in = load("{\"name\":\"\",\"image\":{\"Oci\":{}},\"resources\":{\"cpus\":0},"
-                      "\"mounts\":[{\"type\":\"Tmpfs\",\"guest\":\"/x\"},{\"type\":\"Tmpfs\",\"guest\":\"/x\"},"
-                      "{\"type\":\"Tmpfs\",\"guest\":\"rel\"}],\"zzz\":1}");
+    json_t *in = load(
+        "{\"name\":\"\",\"image\":{\"Oci\":{}},\"resources\":{\"cpus\":0},"
+        "\"mounts\":[{\"type\":\"Tmpfs\",\"guest\":\"/x\"},{\"type\":\"Tmpfs\",\"guest\":\"/x\"},"
+        "{\"type\":\"Tmpfs\",\"guest\":\"rel\"}],\"zzz\":1}");
     capsa_err err = {0};
     (void)state;
 
@@ -449,8 +480,9 @@ static void test_null_and_optional(void **state)
     /* Seed `field?` values are omitted when null; non-optional nullables stay null. */
     assert_int_equal(capsa_spec_check("CloudCreateSandboxRequest", in, &n, &errs), 0);
     s = capsa_spec_dump(n, false);
-    assert_string_equal(s, "{\"name\":\"c\",\"image\":\"x\",\"vcpus\":1,\"memory_mib\":512,\"env\":{},"
-                           "\"ephemeral\":false,\"scripts\":{}}");
+    assert_string_equal(s,
+                        "{\"name\":\"c\",\"image\":\"x\",\"vcpus\":1,\"memory_mib\":512,\"env\":{},"
+                        "\"ephemeral\":false,\"scripts\":{}}");
     json_decref(n);
     json_decref(in);
 }
@@ -458,15 +490,16 @@ static void test_null_and_optional(void **state)
 static void test_secret_placeholder_default(void **state)
 {
     capsa_spec_errors errs = {0};
-    json_t *in = load("{\"env_var\":\"API_KEY\",\"value\":\"v\",\"allowed_hosts\":[{\"exact\":\"A.Example.\"}]}");
+    json_t *in = load(
+        "{\"env_var\":\"API_KEY\",\"value\":\"v\",\"allowed_hosts\":[{\"exact\":\"A.Example.\"}]}");
     json_t *n;
     (void)state;
 
     assert_int_equal(capsa_spec_check("SecretEntry", in, &n, &errs), 0);
     assert_string_equal(json_string_value(json_object_get(n, "placeholder")), "$CAPSA_API_KEY");
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(n, "allowed_hosts"), 0), "exact")),
-        "a.example");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(n, "allowed_hosts"), 0), "exact")),
+                        "a.example");
     assert_stable("SecretEntry", n);
     json_decref(n);
     json_decref(in);
@@ -477,13 +510,16 @@ static void test_typed_view(void **state)
     struct capsa_sandbox_spec *s = NULL;
     capsa_spec_errors errs = {0};
     json_t *in = load(
-        "{\"name\":\"web\",\"image\":{\"Oci\":{\"reference\":\"nginx\",\"root_disk\":{\"kind\":\"tmpfs\"}}},"
+        "{\"name\":\"web\",\"image\":{\"Oci\":{\"reference\":\"nginx\",\"root_disk\":{\"kind\":"
+        "\"tmpfs\"}}},"
         "\"resources\":{\"cpus\":2,\"memory_mib\":1024},"
-        "\"runtime\":{\"workdir\":\"/srv\",\"user\":\"www\",\"hostname\":\"web\",\"entrypoint\":[\"nginx\"],"
+        "\"runtime\":{\"workdir\":\"/"
+        "srv\",\"user\":\"www\",\"hostname\":\"web\",\"entrypoint\":[\"nginx\"],"
         "\"cmd\":[\"-g\",\"daemon off;\"],\"disable_metrics_sample\":true},"
         "\"env\":[{\"key\":\"A\",\"value\":\"1\"}],"
         "\"rlimits\":[{\"resource\":\"Nofile\",\"soft\":10,\"hard\":20}],"
-        "\"mounts\":[{\"type\":\"Bind\",\"host\":\"/h\",\"guest\":\"/a/b\",\"options\":{\"readonly\":true}},"
+        "\"mounts\":[{\"type\":\"Bind\",\"host\":\"/h\",\"guest\":\"/a/"
+        "b\",\"options\":{\"readonly\":true}},"
         "{\"type\":\"Named\",\"name\":\"v\",\"guest\":\"/a\",\"stat_virtualization\":\"relaxed\","
         "\"host_permissions\":\"mirror\"}],"
         "\"network\":{\"ports\":[{\"host_port\":8080,\"guest_port\":80,\"protocol\":\"udp\"}]},"

@@ -431,6 +431,28 @@ static int precreate(const char *path, capsa_err *err)
     return 0;
 }
 
+/* SQLite keeps per-process lock bookkeeping (one record per open database file) that a
+ * forked child inherits but cannot use: a connection the child opens on the same file
+ * believes the parent's locks are its own process's and waits forever. So a process that
+ * was forked while connections were open must exec before opening the store. */
+static int open_count;
+static pid_t open_pid;
+
+static int fork_guard(capsa_err *err)
+{
+    pid_t me = getpid();
+    int n = __atomic_load_n(&open_count, __ATOMIC_SEQ_CST);
+
+    if (n > 0 && __atomic_load_n(&open_pid, __ATOMIC_SEQ_CST) != me)
+        return capsa_err_set(err, EBUSY,
+                             "store: this process was forked while pid %d had %d store "
+                             "connection(s) open; SQLite cannot open a database again after "
+                             "such a fork: exec first, or fork before opening the store",
+                             (int)open_pid, n);
+    __atomic_store_n(&open_pid, me, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
 int capsa_store_open(const char *path, struct capsa_store **out, capsa_err *err)
 {
     _cleanup_(capsa_store_closep) struct capsa_store *store = NULL;
@@ -438,6 +460,8 @@ int capsa_store_open(const char *path, struct capsa_store **out, capsa_err *err)
     int n;
 
     *out = NULL;
+    if (fork_guard(err) < 0)
+        return -1;
     store = calloc(1, sizeof(*store));
     if (!store)
         return capsa_err_set(err, ENOMEM, "store: out of memory");
@@ -462,6 +486,8 @@ int capsa_store_open(const char *path, struct capsa_store **out, capsa_err *err)
     if (precreate(store->path, err) < 0)
         return -1;
 
+    __atomic_add_fetch(&open_count, 1, __ATOMIC_SEQ_CST);
+    store->counted = true;
     int rc = sqlite3_open_v2(store->path, &store->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW |
                                  SQLITE_OPEN_EXRESCODE,
@@ -498,6 +524,8 @@ void capsa_store_close(struct capsa_store *store)
             sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close_v2(store->db);
     }
+    if (store->counted && store->pid == getpid())
+        __atomic_sub_fetch(&open_count, 1, __ATOMIC_SEQ_CST);
     /* In a forked child the inherited connection is abandoned: closing it could
      * checkpoint or unlink the parent's WAL. */
     free(store);

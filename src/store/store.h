@@ -2,7 +2,8 @@
  * labels, images, layers, volumes, snapshots.
  *
  * Theory of operation: one `struct capsa_store` is one SQLite connection, owned by one
- * thread of one process (never share it across fork() or threads; open another).
+ * thread of one process (never share it across threads; a child forked while any store
+ * was open must exec before opening one: SQLite's locks do not survive fork).
  * Many processes write at once (CLI, supervisors, server): every write runs inside
  * BEGIN IMMEDIATE with a 30 s busy timeout plus a bounded retry of the BEGIN itself,
  * so callers never see SQLITE_BUSY. Functions that write open their own transaction,
@@ -365,6 +366,10 @@ int capsa_store_image_get(struct capsa_store *store, const char *key, struct cap
                           capsa_err *err);
 int capsa_store_image_list(struct capsa_store *store, struct capsa_store_image **out, size_t *n,
                            capsa_err *err);
+/* How many sandboxes (by image_ref) and snapshots (by image_ref or the reference's manifest
+ * digest) use the reference: what `rmi` without -f must check. */
+int capsa_store_image_users(struct capsa_store *store, const char *reference, size_t *n_sandboxes,
+                            size_t *n_snapshots, capsa_err *err);
 /* Removes the reference; the manifest (and its layer order) goes too when no other
  * reference, sandbox or snapshot uses it. Layers stay (see layer_list_orphans). */
 int capsa_store_image_delete(struct capsa_store *store, const char *reference, capsa_err *err);

@@ -608,3 +608,29 @@ int capsa_store_image_delete(struct capsa_store *store, const char *reference, c
         return -1;
     return store_write_end(store, do_image_delete(store, reference, err), err);
 }
+
+int capsa_store_image_users(struct capsa_store *store, const char *reference, size_t *n_sandboxes,
+                            size_t *n_snapshots, capsa_err *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (!reference)
+        return capsa_err_set(err, EINVAL, "image users: no reference");
+    if (store_prepare(store,
+                      "SELECT (SELECT count(*) FROM sandboxes WHERE image_ref = ?1), "
+                      "(SELECT count(*) FROM snapshots WHERE image_ref = ?1 OR "
+                      "image_manifest_digest = (SELECT manifest_digest FROM images WHERE "
+                      "reference = ?1))",
+                      &st, err) < 0)
+        return -1;
+    store_bind_text(st, 1, reference);
+    rc = store_step_row(store, st, "count image users", err);
+    if (rc < 0)
+        return -1;
+    if (n_sandboxes)
+        *n_sandboxes = (size_t)sqlite3_column_int64(st, 0);
+    if (n_snapshots)
+        *n_snapshots = (size_t)sqlite3_column_int64(st, 1);
+    return 0;
+}

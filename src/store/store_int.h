@@ -13,8 +13,9 @@
 
 struct capsa_store {
     sqlite3 *db;
-    int depth; /* open capsa_store_tx_begin levels */
-    pid_t pid; /* process that opened the connection */
+    int depth;    /* open capsa_store_tx_begin levels */
+    pid_t pid;    /* process that opened the connection */
+    bool counted; /* included in the process-wide count of open connections */
     char path[4096];
 };
 

@@ -16,7 +16,7 @@ static const char *const status_names[CAPSA_SANDBOX_STATUS_COUNT] = {
     [CAPSA_SANDBOX_CRASHED] = "crashed",
 };
 
-/* legal[from] = mask of statuses reachable from `from` (docs/store.md has the diagram). */
+/* legal[from] = mask of statuses reachable from `from` (docs/store.md shows the same table). */
 static const unsigned legal[CAPSA_SANDBOX_STATUS_COUNT] = {
     [CAPSA_SANDBOX_CREATED] = CAPSA_SB(STARTING) | CAPSA_SB(FAILED),
     [CAPSA_SANDBOX_STARTING] = CAPSA_SB(RUNNING) | CAPSA_SB(STOPPING) | CAPSA_SB(STOPPED) |
@@ -859,8 +859,12 @@ static int reap_one(struct capsa_store *store, const char *name, pid_t seen_pid,
     char msg[160];
 
     *reaped = false;
-    if (sandbox_lookup(store, name, &id, &cur, &pid, err) < 0)
-        return err && err->code == ENOENT ? 0 : -1;
+    if (sandbox_lookup(store, name, &id, &cur, &pid, err) < 0) {
+        if (!err || err->code != ENOENT)
+            return -1;
+        capsa_err_clear(err); /* removed meanwhile: nothing to reap */
+        return 0;
+    }
     if (cur != seen || pid != seen_pid)
         return 0; /* changed meanwhile: someone else is handling it */
     if (pid > 0)

@@ -684,6 +684,9 @@ static void test_fork_guard(void **state)
         struct capsa_store_sandbox_new in = {.name = "child", .config_json = "{}"};
         int rc = capsa_store_sandbox_insert(s, &in, NULL, &err);
         int ok = rc == -1 && err.code == EINVAL && strstr(err.msg, "after fork");
+        struct capsa_store *c = NULL;
+        ok = ok && capsa_store_open(NULL, &c, &err) == -1 && err.code == EBUSY &&
+             strstr(err.msg, "exec");
         capsa_store_close(s); /* must not touch the parent's file */
         _exit(ok ? 0 : 1);
     }
@@ -926,6 +929,14 @@ static void test_images(void **state)
     struct capsa_store_snapshot snap = {
         .name = "s", .digest = D1, .path = "/s", .image_manifest_digest = M1};
     OK(capsa_store_snapshot_insert(s, &snap, NULL, e));
+    size_t nsb = 9, nsnap = 9;
+    add_sandbox(s, "uses-alpine", NULL, 0); /* image_ref alpine:3.20 */
+    OK(capsa_store_image_users(s, "alpine:3.20", &nsb, &nsnap, e));
+    assert_int_equal(nsb, 1);
+    assert_int_equal(nsnap, 1);
+    OK(capsa_store_image_users(s, "alpine:latest", &nsb, &nsnap, e));
+    assert_int_equal(nsb, 0);
+    assert_int_equal(nsnap, 0);
     OK(capsa_store_image_delete(s, "alpine:3.20", e));
     assert_int_equal(capsa_store_image_delete(s, "alpine:3.20", &err), -1);
     assert_int_equal(err.code, ENOENT);
@@ -1090,6 +1101,107 @@ static void test_multiprocess(void **state)
                      CAPSA_STORE_SCHEMA_VERSION);
 }
 
+/* Several processes race to start one sandbox: exactly one wins, the rest get EBUSY. */
+static void test_start_race(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 6 };
+    pid_t pids[N];
+    int go[2], wins = 0, busy = 0;
+    (void)f;
+
+    {
+        _cleanup_(capsa_store_closep) struct capsa_store *s = open_ok();
+        add_sandbox(s, "contended", NULL, 0);
+    }
+    assert_int_equal(pipe(go), 0);
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            struct capsa_store *s = NULL;
+            capsa_err err = {0};
+            char c;
+            close(go[1]);
+            if (capsa_store_open(NULL, &s, &err) < 0 || read(go[0], &c, 1) < 0)
+                _exit(3);
+            if (capsa_store_sandbox_set_status(s, "contended", CAPSA_SB_INACTIVE,
+                                               CAPSA_SANDBOX_STARTING, NULL, &err) == 0)
+                _exit(0);
+            _exit(err.code == EBUSY && strstr(err.msg, "is starting") ? 1 : 2);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int i = 0; i < N; i++) {
+        int status;
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 0)
+            wins++;
+        else if (WEXITSTATUS(status) == 1)
+            busy++;
+    }
+    assert_int_equal(wins, 1);
+    assert_int_equal(busy, N - 1);
+}
+
+/* A writer holding the lock for longer than SQLite's quick retries: others wait, no BUSY. */
+static void test_lock_wait(void **state)
+{
+    int go[2], ready[2], status;
+    char ch;
+    (void)state;
+
+    { /* create the database first, then fork with no connection open */
+        _cleanup_(capsa_store_closep) struct capsa_store *s = open_ok();
+    }
+    assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct capsa_store *c = NULL;
+        capsa_err err = {0};
+        struct capsa_store_sandbox sb;
+        close(go[1]);
+        close(ready[0]);
+        if (read(go[0], &ch, 1) != 1)
+            _exit(1);
+        if (capsa_store_open(NULL, &c, &err) < 0)
+            _exit(2);
+        if (write(ready[1], "r", 1) != 1)
+            _exit(3);
+        struct capsa_store_sandbox_new in = {.name = "waiter", .config_json = "{}"};
+        if (capsa_store_sandbox_insert(c, &in, NULL, &err) < 0) {
+            fprintf(stderr, "waiter: %s\n", err.msg);
+            _exit(4);
+        }
+        /* It waited for the commit, so it sees the parent's row. */
+        if (capsa_store_sandbox_get(c, "held", &sb, &err) < 0)
+            _exit(5);
+        capsa_store_sandbox_clear(&sb);
+        capsa_store_close(c);
+        _exit(0);
+    }
+    close(go[0]);
+    close(ready[1]);
+    _cleanup_(capsa_store_closep) struct capsa_store *s = open_ok();
+    OK(capsa_store_tx_begin(s, e));
+    add_sandbox(s, "held", NULL, 0);
+    assert_int_equal(write(go[1], "g", 1), 1);
+    assert_int_equal(read(ready[0], &ch, 1), 1);
+    close(go[1]);
+    close(ready[0]);
+    sleep(2);
+    assert_int_equal(waitpid(pid, &status, WNOHANG), 0); /* still waiting for the lock */
+    OK(capsa_store_tx_commit(s, e));
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(exists(s, "waiter"));
+}
+
 /* ---- SIGKILL in the middle of a transaction ------------------------------------------- */
 
 #define COMMITTED   100
@@ -1197,6 +1309,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multiprocess, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_mid_transaction, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

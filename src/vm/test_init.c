@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,8 +124,27 @@ int main(void)
         say("capsa-test-init: no capsa.agent port\n");
         power_off();
     }
-    if (send_frame(fd, 0, 0x0001, "{\"version\": 1, \"agent_version\": \"vm-test-init\"}") < 0)
-        power_off();
+    /* If the host shares a folder tagged capsa.test, write a file there owned by
+     * 1234:1234 so the host can check the 9p security model. */
+    {
+        const char *share = "none";
+        mkdir("/mnt", 0755);
+        if (mount("capsa.test", "/mnt", "9p", 0, "trans=virtio,version=9p2000.L") == 0) {
+            int f = open("/mnt/from-guest", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            share = "write-failed";
+            if (f >= 0 && write(f, "hello from the guest\n", 21) == 21) {
+                share = fchown(f, 1234, 1234) == 0 ? "ok" : "chown-failed";
+            }
+            if (f >= 0)
+                close(f);
+            umount("/mnt");
+        }
+        char hello[160];
+        snprintf(hello, sizeof(hello),
+                 "{\"version\": 1, \"agent_version\": \"vm-test-init\", \"share\": \"%s\"}", share);
+        if (send_frame(fd, 0, 0x0001, hello) < 0)
+            power_off();
+    }
     say("capsa-test-init: hello sent\n");
     for (;;) {
         uint32_t len, stream;

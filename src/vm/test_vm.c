@@ -776,10 +776,13 @@ static int read_frame_deadline(int fd, int timeout_ms, struct capsa_frame_hdr *h
 
 static void test_real_boot(void **state)
 {
-    char kernel[PATH_MAX], init[PATH_MAX], initrd[PATH_MAX], log[PATH_MAX], run[PATH_MAX];
+    char kernel[PATH_MAX], init[PATH_MAX], initrd[PATH_MAX], log[PATH_MAX], run[PATH_MAX],
+        share_dir[PATH_MAX], from_guest[PATH_MAX + 16];
+    struct capsa_vm_share share;
     struct capsa_vm_config c;
     struct capsa_vm *vm = NULL;
     struct capsa_frame_hdr h;
+    struct stat st;
     uint8_t *payload = NULL;
     capsa_err err = {0};
     int64_t t0;
@@ -806,6 +809,11 @@ static void test_real_boot(void **state)
     mkdir(run, 0700);
     assert_int_equal(build_initramfs(init, initrd), 0);
 
+    snprintf(share_dir, sizeof(share_dir), "%s/share-boot", tmpdir);
+    snprintf(from_guest, sizeof(from_guest), "%s/from-guest", share_dir);
+    assert_int_equal(mkdir(share_dir, 0755), 0);
+    share = (struct capsa_vm_share){.tag = "capsa.test", .host_path = share_dir};
+
     base_config(&c);
     c.kernel = kernel;
     c.initramfs = initrd;
@@ -814,6 +822,8 @@ static void test_real_boot(void **state)
     c.cpus = 1;
     c.memory_mib = 256;
     c.accel = CAPSA_ACCEL_TCG;
+    c.shares = &share;
+    c.nshares = 1;
 
     for (int round = 0; round < 2; round++) {
         t0 = mono_ms();
@@ -828,7 +838,18 @@ static void test_real_boot(void **state)
         assert_int_equal(h.type, CAPSA_MSG_HELLO);
         assert_int_equal(h.stream, 0);
         assert_non_null(strstr((char *)payload, "vm-test-init"));
+        /* 9p share: the guest wrote a file; as root (passthrough) its chown sticks */
+        if (!strstr((char *)payload, "\"share\": \"ok\"") &&
+            !(geteuid() != 0 && strstr((char *)payload, "chown-failed")))
+            fail_msg("9p share in the guest: %s", (char *)payload);
         free(payload);
+        assert_int_equal(stat(from_guest, &st), 0);
+        assert_int_equal(st.st_size, 21);
+        if (geteuid() == 0) {
+            assert_int_equal(st.st_uid, 1234);
+            assert_int_equal(st.st_gid, 1234);
+        }
+        unlink(from_guest);
 
         /* round trip */
         assert_int_equal(capsa_frame_write(vm->agent_fd, 9, CAPSA_MSG_PING, 0, "{}", 2, &err), 0);

@@ -1,0 +1,54 @@
+/* blobs.h - the content-addressed blob store under $CAPSA_HOME/images/: atomic writes,
+ * per-blob locks, parallel resumable downloads from a registry.
+ *
+ * Layout: images/blobs/sha256/<hex> (complete, verified blobs only; they appear by rename),
+ * images/tmp/ (partial downloads <hex>.part kept for resuming, build directories),
+ * images/locks/<hex>.lock (flock: one process fetches or builds a given digest at a time),
+ * images/disks/<manifest-hex>/ (lower disk + config, see image.h). */
+#ifndef CAPSA_IMAGE_BLOBS_H
+#define CAPSA_IMAGE_BLOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capsa.h"
+#include "image/manifest.h"
+#include "image/registry.h"
+
+/* buf = $CAPSA_HOME/images/<formatted sub path>; creates nothing. */
+int capsa_images_path(char *buf, size_t len, capsa_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Create images/{blobs/sha256,tmp,locks,disks} (0700). */
+int capsa_images_init(capsa_err *err);
+
+int capsa_blob_path(const char *digest, char *buf, size_t len, capsa_err *err);
+bool capsa_blob_present(const char *digest);
+
+/* flock images/locks/<key>.lock; mode LOCK_SH or LOCK_EX, optionally | LOCK_NB. Returns the
+ * fd (close it to unlock), -2 when LOCK_NB and busy, -1 on error. */
+int capsa_images_lock(const char *key, int mode, capsa_err *err);
+
+/* Store data as blob digest (verified first), atomically (temp + fsync + rename). */
+int capsa_blob_put(const char *digest, const void *data, size_t len, capsa_err *err);
+/* Read a stored blob of at most cap bytes, verifying its digest. */
+int capsa_blob_read(const char *digest, size_t cap, char **data, size_t *len, capsa_err *err);
+/* Re-hash a stored blob; EBADMSG if it does not match (the caller may remove it). */
+int capsa_blob_verify(const char *digest, int64_t size, capsa_err *err);
+int capsa_blob_remove(const char *digest, capsa_err *err);
+
+enum capsa_progress_mode {
+    CAPSA_PROGRESS_NONE = 0,
+    CAPSA_PROGRESS_LINES, /* one line per event */
+    CAPSA_PROGRESS_TTY,   /* redrawn bar per layer */
+};
+
+/* Make every descriptor's blob present: blobs already stored are skipped (re-verified when
+ * verify_existing), others downloaded in parallel into images/tmp/<hex>.part (resumed when
+ * a partial file exists), checked for size and digest, and renamed into place. A blob another
+ * process is fetching is waited for, not fetched twice. On a size or digest mismatch the
+ * partial file is removed. */
+int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor *descs, size_t n,
+                      bool verify_existing, enum capsa_progress_mode progress, capsa_err *err);
+
+#endif

@@ -1,0 +1,34 @@
+/* extract.h - apply OCI layer tarballs to a root directory with libarchive, safely.
+ *
+ * Theory of operation: every entry's path is normalised (leading "./" dropped) and refused
+ * when absolute or containing "..". Parent directories are walked one component at a time
+ * with O_NOFOLLOW|O_DIRECTORY from the root's fd, so nothing is ever written through a
+ * symlink, and the final component is created with *at() calls relative to that parent
+ * (O_EXCL|O_NOFOLLOW for files). Whiteouts (.wh.NAME) remove NAME; an opaque marker
+ * (.wh..wh..opq) removes what lower layers put in its directory. Hardlink targets obey
+ * the same rules. Ownership, modes (setuid included), xattrs (not overlay's own), device
+ * nodes, fifos and mtimes are kept. The uncompressed stream is hashed as it is read: the
+ * result is the layer's diff_id. Limits: path 4095 bytes, component 255, symlink target 4095,
+ * 64 xattrs of at most 64 KiB per entry, 2,000,000 entries per layer; libarchive refuses
+ * oversized special headers.
+ */
+#ifndef CAPSA_IMAGE_EXTRACT_H
+#define CAPSA_IMAGE_EXTRACT_H
+
+#include <stdint.h>
+
+#include "capsa.h"
+#include "image/manifest.h"
+
+struct capsa_layer_stats {
+    uint64_t entries;
+    uint64_t bytes; /* regular-file bytes written */
+};
+
+/* Apply the layer read from blobfd (compressed as comp) onto the tree at rootfd (a directory
+ * fd). diff_id receives "sha256:<hex>" of the uncompressed stream. stats may be NULL. */
+int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
+                      char diff_id[CAPSA_DIGEST_MAX], struct capsa_layer_stats *stats,
+                      capsa_err *err);
+
+#endif

@@ -1,0 +1,60 @@
+/* image.h - pulled OCI images: the pull pipeline (registry -> blobs -> rootfs tree -> erofs
+ * lower disk), local lookup and removal. See docs/images.md.
+ *
+ * Theory of operation: `capsa_image_pull` resolves the reference (an index is narrowed to
+ * linux/<host arch>), stores the manifest and config as blobs, fetches the layers in
+ * parallel (blobs.h), then, holding the manifest's lock, applies the layers in order to a
+ * temporary tree (extract.h) checking each diff_id against the config, builds
+ * images/disks/<manifest-hex>/lower.erofs with mkfs.erofs and writes config.json (the
+ * runtime subset of the image config) beside it, and renames the directory into place.
+ * Only then are the layer and image rows written to SQLite. A second pull of a reference
+ * whose disk exists touches no network unless forced. Pulls take the images "gc" lock shared
+ * and removal takes it exclusive, so a removal never deletes blobs a pull is using.
+ */
+#ifndef CAPSA_IMAGE_IMAGE_H
+#define CAPSA_IMAGE_IMAGE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "capsa.h"
+#include "image/blobs.h"
+#include "image/ref.h"
+
+struct capsa_image_pull_opts {
+    bool force;                     /* re-resolve the manifest, re-verify blobs, rebuild disk */
+    enum capsa_progress_mode progress;
+    bool insecure;                  /* --insecure for the registry named in the reference */
+    const char *ca_certs;           /* --ca-certs PEM */
+    long timeout_s;                 /* 0: default (CAPSA_REGISTRY_TIMEOUT or 30) */
+};
+
+struct capsa_image_info {
+    char reference[CAPSA_REF_MAX]; /* canonical, e.g. docker.io/library/busybox:latest */
+    char manifest_digest[CAPSA_DIGEST_MAX];
+    char config_digest[CAPSA_DIGEST_MAX];
+    char dir[PATH_MAX];         /* images/disks/<manifest-hex> */
+    char disk[PATH_MAX];        /* .../lower.erofs: read-only lower disk */
+    char config_path[PATH_MAX]; /* .../config.json: Env, Entrypoint, Cmd, WorkingDir, ... */
+    int64_t size;               /* compressed bytes of config + layers */
+    bool cached;                /* pull found everything locally */
+};
+
+/* Pull ref (see struct above). out may be NULL. */
+int capsa_image_pull(const char *ref, const struct capsa_image_pull_opts *opts,
+                     struct capsa_image_info *out, capsa_err *err);
+
+/* Find a pulled image by reference (normalised like pull does) or manifest digest; ENOENT
+ * when it is not pulled or its disk is missing. No network. */
+int capsa_image_lookup(const char *ref, struct capsa_image_info *out, capsa_err *err);
+
+/* Remove the reference; when no other reference uses its manifest, its disk directory, its
+ * manifest and config blobs, and every layer no other image uses go too. */
+int capsa_image_remove(const char *ref, capsa_err *err);
+
+/* Canonical form of a user reference ("busybox" -> "docker.io/library/busybox:latest");
+ * digests and "sha256:..." keys pass through. */
+int capsa_image_canonical(const char *ref, char *buf, size_t len, capsa_err *err);
+
+#endif
