@@ -107,6 +107,13 @@ struct agent_stream *agent_stream_new(struct agent *a, uint32_t id, enum agent_s
 struct agent_stream *agent_stream_find(struct agent *a, uint32_t id);
 int agent_run(struct agent *a);
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Set from CAPSA_AGENT_DEBUG (a kernel command line KEY=VALUE reaches PID 1's env). */
+extern bool agent_debug;
+#define agent_dbg(...)                                                                             \
+    do {                                                                                           \
+        if (agent_debug)                                                                           \
+            agent_log(__VA_ARGS__);                                                                \
+    } while (0)
 
 /* exec.c */
 void agent_exec_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n);

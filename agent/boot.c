@@ -148,8 +148,11 @@ int agent_boot_early(capsa_err *err)
     /* virtio probing is done before init runs, but be lenient: up to 5 s */
     for (int i = 0; i < 100; i++) {
         fd = open_port(err);
-        if (fd >= 0)
+        if (fd >= 0) {
+            agent_dbg("agent port open as fd %d", fd);
             return fd;
+        }
+        agent_dbg("agent port: %s", err->msg);
         poll(NULL, 0, 50);
     }
     return -1;

@@ -15,6 +15,8 @@
 #include "common/cleanup.h"
 #include "common/err.h"
 
+bool agent_debug;
+
 void agent_log(const char *fmt, ...)
 {
     char buf[1024];
@@ -351,6 +353,7 @@ static void chan_read(struct agent *a)
     int rc;
 
     r = read(a->chan_fd, buf, sizeof(buf));
+    agent_dbg("channel read: %zd (%s)", r, r < 0 ? strerror(errno) : "ok");
     if (r < 0) {
         if (errno == EINTR || errno == EAGAIN)
             return;
@@ -387,6 +390,8 @@ static void chan_flush(struct agent *a)
 {
     while (agent_buf_pending(&a->out) > 0) {
         ssize_t w = write(a->chan_fd, a->out.data + a->out.off, agent_buf_pending(&a->out));
+        agent_dbg("channel write of %zu: %zd (%s)", agent_buf_pending(&a->out), w,
+                  w < 0 ? strerror(errno) : "ok");
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -444,7 +449,8 @@ int agent_run(struct agent *a)
     while (!a->quit) {
         size_t n = 0, need = 2 + 3 * a->n_streams;
         bool room = agent_buf_pending(&a->out) < AGENT_OUT_HIGH, fs_work = false;
-        int timeout = -1, rc;
+        /* debug: wake every second, which shows whether the guest's timer ticks */
+        int timeout = agent_debug ? 1000 : -1, rc;
 
         if (need > cap) {
             struct pollfd *np = realloc(pfds, need * sizeof(*pfds));
@@ -492,7 +498,10 @@ int agent_run(struct agent *a)
         if (fs_work)
             timeout = 0;
 
+        agent_dbg("poll: %zu fds, timeout %d", n, timeout);
         rc = poll(pfds, n, timeout);
+        agent_dbg("poll: %d, channel events 0x%x revents 0x%x", rc, pfds[0].events,
+                  pfds[0].revents);
         if (rc < 0 && errno != EINTR) {
             agent_log("poll: %s", strerror(errno));
             break;

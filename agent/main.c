@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +35,22 @@ static void usage(FILE *f)
                "capsa.agent.\n"
                "  --serve-fd N  serve the protocol on fd N without touching mounts "
                "(host tests)\n");
+}
+
+/* jansson seeds its hash function from /dev/urandom on first use, which can block
+ * for a long time in a fresh VM without an RNG device (no entropy under TCG).
+ * Seed it ourselves without ever blocking; the seed only guards against hash
+ * flooding, and our JSON comes from bounded host frames. */
+static void seed_json(void)
+{
+    uint32_t seed = 0;
+    struct timespec ts;
+
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK | GRND_INSECURE) != (ssize_t)sizeof(seed)) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        seed = (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec << 16 ^ (uint32_t)getpid();
+    }
+    json_object_seed(seed ? seed : 1);
 }
 
 int main(int argc, char **argv)
@@ -64,6 +82,7 @@ int main(int argc, char **argv)
         }
     }
     a.pid1 = getpid() == 1 && serve_fd < 0;
+    agent_debug = getenv("CAPSA_AGENT_DEBUG") != NULL;
     if (!a.pid1 && serve_fd < 0) {
         fprintf(stderr, "capsa-agent: not PID 1: pass --serve-fd N to serve a host channel\n");
         return 2;
@@ -79,6 +98,7 @@ int main(int argc, char **argv)
                 return 1;
     }
 
+    seed_json();
     umask(022);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&mask);

@@ -18,6 +18,20 @@ int cmd_run(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+/* cmd_sandbox.c: named sandboxes */
+int cmd_create(int argc, char **argv);
+int cmd_run_named(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_restart(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_ps(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_ping(int argc, char **argv);
+int cmd_touch(int argc, char **argv);
+int cmd_supervisor(int argc, char **argv);
 
 /* Print "capsa: error: MSG" to stderr; returns exit status 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -56,9 +56,12 @@ static const char pull_help[] =
 int cmd_pull(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"force", no_argument, NULL, 'f'},   {"quiet", no_argument, NULL, 'q'},
-        {"insecure", no_argument, NULL, 'I'}, {"ca-certs", required_argument, NULL, 'C'},
-        {"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
+        {"force", no_argument, NULL, 'f'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"insecure", no_argument, NULL, 'I'},
+        {"ca-certs", required_argument, NULL, 'C'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct capsa_image_pull_opts o = {0};
@@ -102,7 +105,7 @@ int cmd_pull(int argc, char **argv)
         fprintf(stderr, "capsa pull: expected exactly one REFERENCE\n\n%s", pull_help);
         return 2;
     }
-    o.progress = quiet                  ? CAPSA_PROGRESS_NONE
+    o.progress = quiet                   ? CAPSA_PROGRESS_NONE
                  : isatty(STDERR_FILENO) ? CAPSA_PROGRESS_TTY
                                          : CAPSA_PROGRESS_LINES;
     if (capsa_image_pull(argv[optind], &o, &info, &err) < 0)
@@ -152,8 +155,7 @@ static void fmt_time(int64_t ms, char *out, size_t len)
     strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static json_t *image_json(struct capsa_store *store, const struct capsa_store_image *img,
-                          bool full)
+static json_t *image_json(struct capsa_store *store, const struct capsa_store_image *img, bool full)
 {
     char created[32], updated[32];
     struct capsa_image_info info;
@@ -164,8 +166,9 @@ static json_t *image_json(struct capsa_store *store, const struct capsa_store_im
     fmt_time(img->updated_at, updated, sizeof(updated));
     o = json_pack("{s:s, s:s, s:s?, s:s?, s:I, s:I, s:s, s:s}", "reference", img->reference,
                   "manifest_digest", img->manifest_digest, "media_type", img->media_type,
-                  "config_digest", img->config_digest, "size", (json_int_t)img->size, "layers_count",
-                  (json_int_t)img->n_layers, "created_at", created, "updated_at", updated);
+                  "config_digest", img->config_digest, "size", (json_int_t)img->size,
+                  "layers_count", (json_int_t)img->n_layers, "created_at", created, "updated_at",
+                  updated);
     if (!o || !layers) {
         if (o)
             json_decref(o);
@@ -186,10 +189,9 @@ static json_t *image_json(struct capsa_store *store, const struct capsa_store_im
     for (size_t i = 0; i < img->n_layers; i++) {
         struct capsa_store_layer l = {0};
         if (capsa_store_layer_get(store, img->layer_digests[i], &l, NULL) == 0) {
-            json_array_append_new(layers,
-                                  json_pack("{s:s, s:s?, s:s?, s:I}", "digest", l.digest,
-                                            "diff_id", l.diff_id, "media_type", l.media_type,
-                                            "size", (json_int_t)l.size));
+            json_array_append_new(layers, json_pack("{s:s, s:s?, s:s?, s:I}", "digest", l.digest,
+                                                    "diff_id", l.diff_id, "media_type",
+                                                    l.media_type, "size", (json_int_t)l.size));
             capsa_store_layer_clear(&l);
         } else {
             json_array_append_new(layers, json_pack("{s:s}", "digest", img->layer_digests[i]));
@@ -237,8 +239,7 @@ static int image_ls(int argc, char **argv)
     }
     if (optind != argc)
         return cli_fail("image ls: unexpected argument '%s'", argv[optind]);
-    if (capsa_store_open(NULL, &store, &err) < 0 ||
-        capsa_store_image_list(store, &v, &n, &err) < 0)
+    if (capsa_store_open(NULL, &store, &err) < 0 || capsa_store_image_list(store, &v, &n, &err) < 0)
         return cli_fail("image ls: %s", err.msg);
     if (json) {
         json_t *arr = json_array();

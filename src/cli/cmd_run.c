@@ -367,6 +367,12 @@ int cmd_run(int argc, char **argv)
     capsa_err err = {0};
     int status = 1, r;
 
+    /* --name / -d: a persistent named sandbox (cmd_sandbox.c) */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--name") ||
+            !strncmp(argv[i], "--name=", 7) || !strcmp(argv[i], "-d") ||
+            !strcmp(argv[i], "--detach"))
+            return cmd_run_named(argc, argv);
     o.rlimits = json_array();
     r = parse_args(argc, argv, &o);
     if (r != 0) {

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "common/cleanup.h"
+#include "conf/conf.h"
 #include "spec/spec.h"
 
 #define SPEC_FILE_MAX (16u * 1024 * 1024)
@@ -18,6 +19,7 @@ static void spec_usage(FILE *out)
     fprintf(out,
             "Usage: capsa spec check [--type TYPE] [--format json|compact] FILE|-\n"
             "       capsa spec types\n"
+            "       capsa spec from-yaml [--conf FILE]... [--net-conf FILE]... [--name NAME] ...\n"
             "\n"
             "Check a JSON document against one of capsa's wire types and print its normalized\n"
             "form.\n"
@@ -46,6 +48,14 @@ static void spec_usage(FILE *out)
             "  -h, --help           show this help\n"
             "\n"
             "capsa spec types prints the accepted type names, one per line.\n"
+            "\n"
+            "capsa spec from-yaml loads sandbox YAML config files (the --conf, --net-conf,\n"
+            "--resource-conf, --runtime-conf, --fs-conf, --secret-conf and --script-conf files\n"
+            "of capsa run, applied left to right over $CAPSA_HOME/config.json's\n"
+            "sandbox_defaults) and prints the resulting normalized SandboxSpec; --name NAME sets\n"
+            "its name (default \"sandbox\"), --format as for check. Errors are printed as\n"
+            "    capsa: error: conf: FILE:LINE:COL: PATH: MESSAGE\n"
+            "See docs/config.md for the YAML schema.\n"
             "\n"
             "Exit status: 0 valid, 1 invalid or unreadable document, 2 usage error.\n"
             "\n"
@@ -184,6 +194,77 @@ static int spec_check_cmd(int argc, char **argv)
     return 0;
 }
 
+/* `capsa spec from-yaml`: YAML config files -> normalized SandboxSpec. */
+static int spec_from_yaml_cmd(int argc, char **argv)
+{
+    _cleanup_free_ struct capsa_conf_file *files = calloc((size_t)argc, sizeof(*files));
+    const char *name = "sandbox", *format = "json";
+    capsa_conf_errors errs = {0};
+    json_t *global = NULL, *cli = NULL, *spec = NULL;
+    _cleanup_free_ char *out = NULL;
+    capsa_err err = {0};
+    size_t n = 0;
+    int rc;
+
+    if (!files)
+        return cli_fail("spec: out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *eq = strchr(a, '=');
+        _cleanup_free_ char *flag = strndup(a, eq ? (size_t)(eq - a) : strlen(a));
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
+        int kind = flag ? capsa_conf_kind_from_flag(flag) : -1;
+
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            spec_usage(stdout);
+            return 0;
+        }
+        if (kind < 0 && (!flag || (strcmp(flag, "--name") && strcmp(flag, "-n") &&
+                                   strcmp(flag, "--format") && strcmp(flag, "-f")))) {
+            cli_fail("spec from-yaml: unknown argument %s (see capsa spec --help)", a);
+            return 2;
+        }
+        if (!val) {
+            cli_fail("spec from-yaml: %s needs a value (see capsa spec --help)", a);
+            return 2;
+        }
+        if (!eq)
+            i++;
+        if (kind >= 0)
+            files[n++] = (struct capsa_conf_file){.kind = (enum capsa_conf_kind)kind, .path = val};
+        else if (flag[1] == 'n' || flag[2] == 'n')
+            name = val;
+        else
+            format = val;
+    }
+    if (strcmp(format, "json") && strcmp(format, "compact")) {
+        cli_fail("spec from-yaml: --format must be json or compact (got %s)", format);
+        return 2;
+    }
+    if (capsa_global_config_load(&global, &err) < 0)
+        return cli_fail("conf: %s", err.msg);
+    cli = json_pack("{s:s}", "name", name);
+    struct capsa_conf_sources src = {.files = files, .n_files = n, .global = global};
+    rc = capsa_conf_load(&src, cli, &spec, &errs);
+    json_decref(global);
+    json_decref(cli);
+    if (rc < 0) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "capsa: error: conf: %s\n", errs.items[i]);
+        if (errs.dropped)
+            fprintf(stderr, "capsa: error: conf: (and %zu more errors)\n", errs.dropped);
+        capsa_conf_errors_free(&errs);
+        return 1;
+    }
+    out = capsa_spec_dump(spec, !strcmp(format, "json"));
+    json_decref(spec);
+    if (!out)
+        return cli_fail("spec: out of memory");
+    printf("%s\n", out);
+    if (fflush(stdout) != 0)
+        return cli_fail("spec: writing the output: %s", strerror(errno));
+    return 0;
+}
+
 int cmd_spec(int argc, char **argv)
 {
     if (argc < 2) {
@@ -196,12 +277,15 @@ int cmd_spec(int argc, char **argv)
     }
     if (!strcmp(argv[1], "check"))
         return spec_check_cmd(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "from-yaml"))
+        return spec_from_yaml_cmd(argc - 1, argv + 1);
     if (!strcmp(argv[1], "types")) {
         for (const char *const *t = capsa_spec_type_names(); *t; t++)
             printf("%s\n", *t);
         return 0;
     }
-    cli_fail("spec: unknown subcommand '%s' (expected check or types; see capsa spec --help)",
-             argv[1]);
+    cli_fail(
+        "spec: unknown subcommand '%s' (expected check, types or from-yaml; see capsa spec --help)",
+        argv[1]);
     return 2;
 }

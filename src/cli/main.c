@@ -14,6 +14,18 @@ static const struct cli_verb verbs[] = {
     {"run", NULL, "Boot a sandbox, run a command in it, and remove it", cmd_run, false},
     {"spec", NULL, "Check and normalize a SandboxSpec JSON document", cmd_spec, false},
     {"version", NULL, "Print the capsa version", cmd_version, false},
+    {"create", NULL, "Create a named sandbox, boot it and leave it running", cmd_create, false},
+    {"start", NULL, "Start stopped sandboxes", cmd_start, false},
+    {"stop", NULL, "Stop running sandboxes", cmd_stop, false},
+    {"restart", NULL, "Stop then start sandboxes", cmd_restart, false},
+    {"rm", "remove", "Remove sandboxes and their state", cmd_rm, false},
+    {"ls", "list", "List stored sandboxes", cmd_ls, false},
+    {"ps", "status", "Show running sandboxes and their processes", cmd_ps, false},
+    {"inspect", NULL, "Show a sandbox's config, status and runs", cmd_inspect, false},
+    {"exec", NULL, "Run a command in a named sandbox", cmd_exec, false},
+    {"ping", NULL, "Check that a sandbox's guest agent answers", cmd_ping, false},
+    {"touch", NULL, "Record activity (postpone a sandbox's idle timeout)", cmd_touch, false},
+    {"__supervisor", NULL, "Per-sandbox supervisor (internal)", cmd_supervisor, true},
 };
 
 int cli_fail(const char *fmt, ...)

@@ -134,8 +134,8 @@ int capsa_blob_put(const char *digest, const void *data, size_t len, capsa_err *
     capsa_sha256_update(&c, data, len);
     hex_digest(&c, got);
     if (strcmp(got, digest) != 0)
-        return capsa_err_set(err, EBADMSG, "blob %s: digest mismatch: content hashes to %s",
-                             digest, got);
+        return capsa_err_set(err, EBADMSG, "blob %s: digest mismatch: content hashes to %s", digest,
+                             got);
     if (capsa_blob_present(digest))
         return 0;
     if (capsa_images_init(err) < 0 ||
@@ -332,7 +332,7 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
     _cleanup_free_ int *locks = calloc(n ? n : 1, sizeof(int));
     _cleanup_free_ const struct capsa_descriptor **jd = calloc(n ? n : 1, sizeof(*jd));
     _cleanup_free_ int64_t *have = calloc(n ? n : 1, sizeof(int64_t));
-    _cleanup_free_ char (*parts)[4096] = calloc(n ? n : 1, sizeof(*parts));
+    _cleanup_free_ char(*parts)[4096] = calloc(n ? n : 1, sizeof(*parts));
     size_t n_pending = 0;
     int rc = 0;
 
@@ -411,8 +411,8 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
                 char sz[32];
                 fmt_bytes(d->size, sz, sizeof(sz));
                 if (j->have > 0)
-                    fprintf(stderr, "%s: resuming at %lld of %s\n", d->digest,
-                            (long long)j->have, sz);
+                    fprintf(stderr, "%s: resuming at %lld of %s\n", d->digest, (long long)j->have,
+                            sz);
                 else
                     fprintf(stderr, "%s: downloading %s\n", d->digest, sz);
             }
@@ -433,12 +433,10 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
                         map[n_net] = k;
                         net[n_net++] = jobs[k];
                     }
-                draw(&pg, true);
                 capsa_err ferr = {0};
                 if (n_net) {
                     struct progress pg2 = pg;
-                    _cleanup_free_ const struct capsa_descriptor **nd =
-                        calloc(n_net, sizeof(*nd));
+                    _cleanup_free_ const struct capsa_descriptor **nd = calloc(n_net, sizeof(*nd));
                     _cleanup_free_ int64_t *nh = calloc(n_net, sizeof(int64_t));
                     if (nd && nh) {
                         for (size_t k = 0; k < n_net; k++) {

@@ -151,11 +151,10 @@ static int normalize(const char *in, char *out, size_t len, const char *what, ca
         const char *e = strchr(p, '/');
         size_t n = e ? (size_t)(e - p) : strlen(p);
         if (n == 2 && p[0] == '.' && p[1] == '.')
-            return capsa_err_set(err, EPERM, "%s '%s': '..' component escapes the root", what,
-                                 in);
+            return capsa_err_set(err, EPERM, "%s '%s': '..' component escapes the root", what, in);
         if (n > NAME_LIMIT)
-            return capsa_err_set(err, ENAMETOOLONG, "%s '%s': component longer than %d bytes",
-                                 what, in, NAME_LIMIT);
+            return capsa_err_set(err, ENAMETOOLONG, "%s '%s': component longer than %d bytes", what,
+                                 in, NAME_LIMIT);
         if (n > 0 && !(n == 1 && p[0] == '.')) {
             if (o + n + 2 > len)
                 return capsa_err_set(err, ENAMETOOLONG, "%s: path too long", what);
@@ -271,8 +270,8 @@ static int remove_at(int parent, const char *name, int depth)
 
 /* ---- metadata ------------------------------------------------------------------------- */
 
-static int set_owner(struct ctx *c, int fd, int dirfd, const char *name,
-                     struct archive_entry *e, const char *path, capsa_err *err)
+static int set_owner(struct ctx *c, int fd, int dirfd, const char *name, struct archive_entry *e,
+                     const char *path, capsa_err *err)
 {
     uid_t uid = (uid_t)archive_entry_uid(e);
     gid_t gid = (gid_t)archive_entry_gid(e);

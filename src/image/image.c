@@ -384,8 +384,7 @@ int capsa_image_pull(const char *refstr, const struct capsa_image_pull_opts *opt
         struct capsa_image_info have;
         if (capsa_image_lookup(info.reference, &have, &e) == 0) {
             if (opts->progress == CAPSA_PROGRESS_LINES)
-                fprintf(stderr, "%s: already present (%s)\n", have.reference,
-                        have.manifest_digest);
+                fprintf(stderr, "%s: already present (%s)\n", have.reference, have.manifest_digest);
             if (out)
                 *out = have;
             return 0;

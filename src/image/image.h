@@ -23,11 +23,11 @@
 #include "image/ref.h"
 
 struct capsa_image_pull_opts {
-    bool force;                     /* re-resolve the manifest, re-verify blobs, rebuild disk */
+    bool force; /* re-resolve the manifest, re-verify blobs, rebuild disk */
     enum capsa_progress_mode progress;
-    bool insecure;                  /* --insecure for the registry named in the reference */
-    const char *ca_certs;           /* --ca-certs PEM */
-    long timeout_s;                 /* 0: default (CAPSA_REGISTRY_TIMEOUT or 30) */
+    bool insecure;        /* --insecure for the registry named in the reference */
+    const char *ca_certs; /* --ca-certs PEM */
+    long timeout_s;       /* 0: default (CAPSA_REGISTRY_TIMEOUT or 30) */
 };
 
 struct capsa_image_info {

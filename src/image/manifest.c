@@ -97,8 +97,7 @@ static int parse_image(json_t *root, struct capsa_manifest *out, capsa_err *err)
     char where[48];
 
     out->kind = CAPSA_MANIFEST_IMAGE;
-    if (parse_descriptor(json_object_get(root, "config"), "manifest.config", &out->config, err) <
-        0)
+    if (parse_descriptor(json_object_get(root, "config"), "manifest.config", &out->config, err) < 0)
         return -1;
     if (strcmp(out->config.media_type, CAPSA_MT_OCI_CONFIG) != 0 &&
         strcmp(out->config.media_type, CAPSA_MT_DOCKER_CONFIG) != 0)
@@ -234,8 +233,7 @@ const char *capsa_host_arch(void)
 }
 
 int capsa_manifest_select(const struct capsa_manifest *index, const char *os, const char *arch,
-                          const char *variant, const struct capsa_descriptor **out,
-                          capsa_err *err)
+                          const char *variant, const struct capsa_descriptor **out, capsa_err *err)
 {
     char offered[512] = "";
     size_t used = 0;
@@ -254,8 +252,8 @@ int capsa_manifest_select(const struct capsa_manifest *index, const char *os, co
         return 0;
     note:
         if (used < sizeof(offered) - 1) {
-            int n = snprintf(offered + used, sizeof(offered) - used, "%s%s/%s%s%s", used ? ", " : "",
-                             d->os[0] ? d->os : "?", d->arch[0] ? d->arch : "?",
+            int n = snprintf(offered + used, sizeof(offered) - used, "%s%s/%s%s%s",
+                             used ? ", " : "", d->os[0] ? d->os : "?", d->arch[0] ? d->arch : "?",
                              d->variant[0] ? "/" : "", d->variant);
             if (n > 0)
                 used += (size_t)n;
@@ -313,9 +311,9 @@ static int copy_runtime(json_t *cfg, json_t *out, capsa_err *err)
         const char *key;
         char kind; /* a: string array, s: string, m: string map, o: object */
     } keys[] = {
-        {"Env", 'a'},        {"Entrypoint", 'a'}, {"Cmd", 'a'},          {"WorkingDir", 's'},
-        {"User", 's'},       {"Labels", 'm'},     {"StopSignal", 's'},   {"ExposedPorts", 'o'},
-        {"Volumes", 'o'},
+        {"Env", 'a'},        {"Entrypoint", 'a'},   {"Cmd", 'a'},
+        {"WorkingDir", 's'}, {"User", 's'},         {"Labels", 'm'},
+        {"StopSignal", 's'}, {"ExposedPorts", 'o'}, {"Volumes", 'o'},
     };
 
     if (!cfg || json_is_null(cfg))
@@ -372,8 +370,7 @@ int capsa_image_config_parse(const char *body, size_t len, struct capsa_image_co
     if (!json_is_object(root))
         return capsa_err_set(err, EINVAL, "image config: expected a JSON object");
     if (get_str(root, "os", false, out->os, sizeof(out->os), "image config", err) < 0 ||
-        get_str(root, "architecture", false, out->arch, sizeof(out->arch), "image config", err) <
-            0)
+        get_str(root, "architecture", false, out->arch, sizeof(out->arch), "image config", err) < 0)
         goto fail;
     rootfs = json_object_get(root, "rootfs");
     if (!json_is_object(rootfs))
@@ -381,8 +378,8 @@ int capsa_image_config_parse(const char *body, size_t len, struct capsa_image_co
     if (get_str(rootfs, "type", true, type, sizeof(type), "image config.rootfs", err) < 0)
         goto fail;
     if (strcmp(type, "layers") != 0)
-        return capsa_err_set(err, EINVAL, "image config.rootfs.type: expected \"layers\", got \"%s\"",
-                             type);
+        return capsa_err_set(err, EINVAL,
+                             "image config.rootfs.type: expected \"layers\", got \"%s\"", type);
     ids = json_object_get(rootfs, "diff_ids");
     if (!json_is_array(ids))
         return capsa_err_set(err, EINVAL, "image config.rootfs.diff_ids: expected an array");

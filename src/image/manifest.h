@@ -65,8 +65,7 @@ void capsa_manifest_clear(struct capsa_manifest *m);
 /* Pick the entry of an index for os/arch (variant may be NULL: any). ENOENT lists what the
  * index offers. */
 int capsa_manifest_select(const struct capsa_manifest *index, const char *os, const char *arch,
-                          const char *variant, const struct capsa_descriptor **out,
-                          capsa_err *err);
+                          const char *variant, const struct capsa_descriptor **out, capsa_err *err);
 
 /* OCI architecture name of this host ("amd64", "arm64", ...). */
 const char *capsa_host_arch(void);

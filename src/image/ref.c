@@ -71,8 +71,8 @@ static bool registry_valid(const char *s, size_t n)
         if (!close)
             return false;
         for (const char *p = s + 1; p < close; p++)
-            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') ||
-                  *p == ':'))
+            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+                  (*p >= 'A' && *p <= 'F') || *p == ':'))
                 return false;
         colon = (size_t)(close - s) + 1;
         if (colon == n)
@@ -108,8 +108,8 @@ static bool tag_valid(const char *s)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_';
+        bool word =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
         if (!(word || (i > 0 && (c == '.' || c == '-'))))
             return false;
     }
@@ -160,9 +160,9 @@ int capsa_image_ref_parse(const char *s, struct capsa_image_ref *out, capsa_err 
     }
 
     slash = strchr(name, '/');
-    if (slash && (memchr(name, '.', (size_t)(slash - name)) ||
-                  memchr(name, ':', (size_t)(slash - name)) ||
-                  (slash - name == 9 && !strncmp(name, "localhost", 9)))) {
+    if (slash &&
+        (memchr(name, '.', (size_t)(slash - name)) || memchr(name, ':', (size_t)(slash - name)) ||
+         (slash - name == 9 && !strncmp(name, "localhost", 9)))) {
         if (!registry_valid(name, (size_t)(slash - name)))
             return capsa_err_set(err, EINVAL, "image reference '%s': invalid registry host '%.*s'",
                                  s, (int)(slash - name), name);
@@ -171,8 +171,7 @@ int capsa_image_ref_parse(const char *s, struct capsa_image_ref *out, capsa_err 
     } else {
         snprintf(out->registry, sizeof(out->registry), "docker.io");
     }
-    if (!strcmp(out->registry, "index.docker.io") ||
-        !strcmp(out->registry, "registry-1.docker.io"))
+    if (!strcmp(out->registry, "index.docker.io") || !strcmp(out->registry, "registry-1.docker.io"))
         snprintf(out->registry, sizeof(out->registry), "docker.io");
 
     if (!*name)

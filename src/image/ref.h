@@ -14,7 +14,7 @@
 #define CAPSA_DIGEST_MAX   72 /* "sha256:" + 64 hex + NUL */
 
 struct capsa_image_ref {
-    char registry[CAPSA_REGISTRY_MAX]; /* "docker.io", "127.0.0.1:5000", ... */
+    char registry[CAPSA_REGISTRY_MAX];   /* "docker.io", "127.0.0.1:5000", ... */
     char repository[CAPSA_REPO_MAX + 1]; /* "library/busybox" */
     char tag[CAPSA_TAG_MAX + 1];         /* "" when only a digest was given */
     char digest[CAPSA_DIGEST_MAX];       /* "" when none was given */

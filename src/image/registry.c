@@ -51,9 +51,9 @@ struct resp {
     char content_range[128];
     char *body;
     size_t len, cap;
-    size_t max;    /* bytes accepted before aborting */
-    bool too_big;  /* aborted because of max */
-    bool to_file;  /* job transfer: body goes to a file */
+    size_t max;   /* bytes accepted before aborting */
+    bool too_big; /* aborted because of max */
+    bool to_file; /* job transfer: body goes to a file */
     struct capsa_blob_job *job;
     size_t job_index;
     capsa_blob_progress_fn progress;
@@ -166,9 +166,10 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
             j->have = 0;
             capsa_sha256_init(&j->hash);
         } else if (r->status == 206 && range_start(r->content_range) != j->have) {
-            capsa_err_set(&j->err, EPROTO, "blob %s: registry answered a Range request from %lld "
-                          "with Content-Range '%s'", j->desc->digest, (long long)j->have,
-                          r->content_range);
+            capsa_err_set(&j->err, EPROTO,
+                          "blob %s: registry answered a Range request from %lld "
+                          "with Content-Range '%s'",
+                          j->desc->digest, (long long)j->have, r->content_range);
             return 0;
         }
     }
@@ -179,8 +180,10 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         return n;
     }
     if (j->have + (int64_t)n > j->desc->size) {
-        capsa_err_set(&j->err, EFBIG, "blob %s: registry sent more than the %lld bytes the "
-                      "manifest declares", j->desc->digest, (long long)j->desc->size);
+        capsa_err_set(&j->err, EFBIG,
+                      "blob %s: registry sent more than the %lld bytes the "
+                      "manifest declares",
+                      j->desc->digest, (long long)j->desc->size);
         return 0;
     }
     for (size_t off = 0; off < n;) {
@@ -275,10 +278,9 @@ static int curl_fail(struct capsa_registry *r, const char *url, CURLcode c, cons
     int code = EIO;
 
     if (c == CURLE_OPERATION_TIMEDOUT)
-        return capsa_err_set(err, ETIMEDOUT,
-                             "%s: registry did not answer within %ld s (%s); is %s a registry?",
-                             url, r->timeout_s, errbuf[0] ? errbuf : curl_easy_strerror(c),
-                             r->host);
+        return capsa_err_set(
+            err, ETIMEDOUT, "%s: registry did not answer within %ld s (%s); is %s a registry?", url,
+            r->timeout_s, errbuf[0] ? errbuf : curl_easy_strerror(c), r->host);
     if (c == CURLE_COULDNT_CONNECT)
         code = ECONNREFUSED;
     else if (c == CURLE_COULDNT_RESOLVE_HOST)
@@ -288,8 +290,9 @@ static int curl_fail(struct capsa_registry *r, const char *url, CURLcode c, cons
     else if (tls_failure(c))
         return capsa_err_set(err, EPROTO, "%s: TLS failed: %s%s", url,
                              errbuf[0] ? errbuf : curl_easy_strerror(c),
-                             r->insecure ? "" : " (use --ca-certs, or --insecure for a registry "
-                                                "without valid TLS)");
+                             r->insecure ? ""
+                                         : " (use --ca-certs, or --insecure for a registry "
+                                           "without valid TLS)");
     return capsa_err_set(err, code, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(c));
 }
 
@@ -432,8 +435,8 @@ static int set_basic(struct capsa_registry *r, capsa_err *err)
     return 0;
 }
 
-static int http_get(struct capsa_registry *r, const char *url, struct curl_slist *extra,
-                    size_t max, bool auth, struct resp *resp, capsa_err *err);
+static int http_get(struct capsa_registry *r, const char *url, struct curl_slist *extra, size_t max,
+                    bool auth, struct resp *resp, capsa_err *err);
 
 static int fetch_token(struct capsa_registry *r, const char *realm, const char *service,
                        const char *scope, capsa_err *err)
@@ -511,9 +514,8 @@ static int authenticate(struct capsa_registry *r, const struct resp *resp, capsa
     char scheme[32], realm[1024], service[256], scope[512];
 
     if (!resp->www_auth[0] ||
-        capsa_registry_parse_challenge(resp->www_auth, scheme, sizeof(scheme), realm,
-                                       sizeof(realm), service, sizeof(service), scope,
-                                       sizeof(scope)) < 0)
+        capsa_registry_parse_challenge(resp->www_auth, scheme, sizeof(scheme), realm, sizeof(realm),
+                                       service, sizeof(service), scope, sizeof(scope)) < 0)
         return capsa_err_set(err, EACCES,
                              "registry %s: HTTP 401 without a usable WWW-Authenticate challenge",
                              r->host);
@@ -859,8 +861,7 @@ static int job_start(struct capsa_registry *r, CURLM *m, struct capsa_blob_job *
     base_url(r, base, sizeof(base));
     snprintf(s->url, sizeof(s->url), "%sblobs/%s", base, j->desc->digest);
     if (lseek(j->fd, j->have, SEEK_SET) < 0)
-        return capsa_err_set(&j->err, errno, "blob %s: seek: %s", j->desc->digest,
-                             strerror(errno));
+        return capsa_err_set(&j->err, errno, "blob %s: seek: %s", j->desc->digest, strerror(errno));
     s->h = curl_easy_init();
     if (!s->h)
         return capsa_err_set(&j->err, ENOMEM, "registry: curl_easy_init failed");
@@ -1001,8 +1002,7 @@ int capsa_registry_fetch_blobs(struct capsa_registry *r, struct capsa_blob_job *
             struct resp resp;
             char url[1024];
             capsa_err e = {0};
-            if (registry_get(r, "tags/list?n=1", NULL, 64 * 1024, &resp, url, sizeof(url), &e) ==
-                0)
+            if (registry_get(r, "tags/list?n=1", NULL, 64 * 1024, &resp, url, sizeof(url), &e) == 0)
                 resp_free(&resp);
         }
     }

@@ -49,8 +49,8 @@ int capsa_registry_get_manifest(struct capsa_registry *r, const char *reference,
                                 char digest[CAPSA_DIGEST_MAX], capsa_err *err);
 
 /* GET a small blob (an image config) into memory; size and digest are verified. */
-int capsa_registry_get_blob(struct capsa_registry *r, const struct capsa_descriptor *d,
-                            size_t cap, char **body, size_t *len, capsa_err *err);
+int capsa_registry_get_blob(struct capsa_registry *r, const struct capsa_descriptor *d, size_t cap,
+                            char **body, size_t *len, capsa_err *err);
 
 /* One blob download into an open partial file. The caller fills desc and fd (positioned
  * anywhere; `have` bytes at its start are kept and already hashed into `hash`). On return
@@ -75,8 +75,8 @@ int capsa_registry_fetch_blobs(struct capsa_registry *r, struct capsa_blob_job *
 
 /* Parse a WWW-Authenticate value: scheme into scheme, realm/service/scope (each may be
  * empty). Returns -1 for a malformed value. Exposed for unit tests. */
-int capsa_registry_parse_challenge(const char *value, char *scheme, size_t scheme_len,
-                                   char *realm, size_t realm_len, char *service,
-                                   size_t service_len, char *scope, size_t scope_len);
+int capsa_registry_parse_challenge(const char *value, char *scheme, size_t scheme_len, char *realm,
+                                   size_t realm_len, char *service, size_t service_len, char *scope,
+                                   size_t scope_len);
 
 #endif

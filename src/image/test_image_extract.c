@@ -24,7 +24,7 @@
 #include "image/extract.h"
 
 struct fixture {
-    char base[256];    /* temp dir holding root/ and outside/ */
+    char base[256]; /* temp dir holding root/ and outside/ */
     char root[300];
     char outside[300];
     int rootfd;

@@ -53,8 +53,7 @@ static void test_ref_good(void **state)
     check_ref("localhost/img", "localhost", "img", "latest", "", "localhost/img:latest");
     check_ref("ghcr.io/a/b/c@" D1, "ghcr.io", "a/b/c", "", D1, "ghcr.io/a/b/c@" D1);
     check_ref("quay.io/x:tag@" D2, "quay.io", "x", "tag", D2, "quay.io/x:tag@" D2);
-    check_ref("a__b-c/e.f", "docker.io", "a__b-c/e.f", "latest", "",
-              "docker.io/a__b-c/e.f:latest");
+    check_ref("a__b-c/e.f", "docker.io", "a__b-c/e.f", "latest", "", "docker.io/a__b-c/e.f:latest");
     check_ref("[::1]:5000/x", "[::1]:5000", "x", "latest", "", "[::1]:5000/x:latest");
 }
 
@@ -79,7 +78,9 @@ static void test_ref_bad(void **state)
     check_bad("busybox:", "tag");
     check_bad("busybox:-x", "tag");
     check_bad("busybox@sha256:abc", "digest");
-    check_bad("busybox@md5:" "0123456789abcdef0123456789abcdef", "digest");
+    check_bad("busybox@md5:"
+              "0123456789abcdef0123456789abcdef",
+              "digest");
     check_bad("a//b", "component");
     check_bad("a/b/", "component");
     check_bad("-a", "component");
@@ -91,7 +92,8 @@ static void test_ref_bad(void **state)
     big[sizeof(big) - 1] = '\0';
     check_bad(big, "longer");
     assert_true(capsa_digest_valid(D1));
-    assert_false(capsa_digest_valid("sha256:ABCDEF1111111111111111111111111111111111111111111111111111111111"));
+    assert_false(capsa_digest_valid(
+        "sha256:ABCDEF1111111111111111111111111111111111111111111111111111111111"));
     assert_false(capsa_digest_valid(D1 "0"));
 }
 
@@ -103,8 +105,7 @@ static const char oci_manifest[] =
     "\",\"size\":1000},"
     "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+zstd\",\"digest\":\"" D3
     "\",\"size\":5},"
-    "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"" D3
-    "\",\"size\":0}]}";
+    "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"" D3 "\",\"size\":0}]}";
 
 static void test_manifest_good(void **state)
 {
@@ -225,8 +226,9 @@ static void test_manifest_bad(void **state)
     free(b);
     /* Too many layers. */
     char *many = malloc(200000);
-    size_t o = (size_t)sprintf(many, "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"%s\","
-                                     "\"digest\":\"%s\",\"size\":1},\"layers\":[",
+    size_t o = (size_t)sprintf(many,
+                               "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"%s\","
+                               "\"digest\":\"%s\",\"size\":1},\"layers\":[",
                                CAPSA_MT_OCI_CONFIG, D1);
     for (int i = 0; i <= CAPSA_LAYERS_MAX; i++)
         o += (size_t)sprintf(many + o, "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1}",

@@ -26,7 +26,6 @@ static json_t *boot_json(const struct capsa_boot_opts *o)
     clock_gettime(CLOCK_REALTIME, &ts);
     json_array_append_new(env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:"
                                            "/usr/bin:/sbin:/bin"));
-    json_array_append_new(env, json_string("HOME=/root"));
     json_array_append_new(env, json_string("TERM=xterm"));
     for (char *const *e = o->env; e && *e; e++)
         json_array_append_new(env, json_string(*e));
@@ -95,6 +94,7 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
     cfg.nshares = 1;
     cfg.console_log = b->console_log;
     cfg.run_dir = b->run_dir;
+    cfg.cmdline_extra = getenv("CAPSA_KERNEL_CMDLINE"); /* debugging aid, e.g. CAPSA_AGENT_DEBUG=1 */
 
     t0 = capsa_now_us();
     if (capsa_vm_start(&cfg, &b->vm, err) < 0) {

@@ -158,8 +158,8 @@ int capsa_ctl_wait_closed(struct capsa_ctl_conn *c, int timeout_ms, capsa_err *e
         if (r < 0)
             return 0; /* a broken stream is as good as closed */
         if (timeout_ms >= 0 && now >= deadline)
-            return capsa_err_set(err, ETIMEDOUT,
-                                 "the supervisor did not finish within %d ms", timeout_ms);
+            return capsa_err_set(err, ETIMEDOUT, "the supervisor did not finish within %d ms",
+                                 timeout_ms);
         if (poll(&pf, 1, timeout_ms < 0 ? 1000 : (int)((deadline - now) / 1000 + 1)) < 0 &&
             errno != EINTR)
             return capsa_err_set(err, errno, "poll: %s", strerror(errno));

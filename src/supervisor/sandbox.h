@@ -27,12 +27,12 @@
 #define CAPSA_STOP_TIMEOUT_MS_DEFAULT 10000
 
 struct capsa_sandbox_paths {
-    char dir[4096];     /* $CAPSA_HOME/sandboxes/NAME */
-    char log[4160];     /* dir/supervisor.log */
+    char dir[4096];      /* $CAPSA_HOME/sandboxes/NAME */
+    char log[4160];      /* dir/supervisor.log */
     char exec_log[4160]; /* dir/exec.log (output of detached commands) */
-    char run_dir[4096]; /* $CAPSA_HOME/run/<id> */
-    char sock[4160];    /* run_dir/control.sock */
-    char console[4160]; /* run_dir/console.log */
+    char run_dir[4096];  /* $CAPSA_HOME/run/<id> */
+    char sock[4160];     /* run_dir/control.sock */
+    char console[4160];  /* run_dir/console.log */
 };
 /* id <= 0 leaves the run paths empty. */
 int capsa_sandbox_paths(const char *name, int64_t id, struct capsa_sandbox_paths *p,

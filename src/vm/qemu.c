@@ -34,11 +34,16 @@ extern char **environ;
 #define VM_MAX_EXTRA_CMD  1024
 #define VM_START_TIMEOUT  30000 /* ms for QEMU to answer QMP after spawn */
 
-/* Machine options that shorten boot: no option ROMs (no firmware scan), no legacy PIT/PIC,
- * no RTC (the agent sets the clock from the boot message), no ISA serial (the console is
- * virtio hvc0), no ACPI (QEMU then passes the virtio-mmio devices on the cmdline). */
-static const char machine_opts[] =
-    "microvm,acpi=off,x-option-roms=off,pit=off,pic=off,rtc=off,isa-serial=off";
+/* Machine options (measured under TCG on the build machines, see docs/vm.md): no ACPI
+ * (QEMU then passes the virtio-mmio devices on the kernel cmdline), no option ROMs, no ISA
+ * serial (the console is virtio hvc0). The legacy PIC is dropped only when the guest is
+ * told the TSC frequency (KVM: kvmclock; TCG: tsc_early_khz): without it and without a
+ * known TSC the kernel hangs calibrating its clock. The PIT stays: with pit=off an idle
+ * TCG guest was never woken again (the agent sent hello, then never saw the host's boot
+ * frame, or saw it after ~65 s). The RTC stays: rtc=off made every boot ~1.5 s slower. */
+static const char machine_lean[] =
+    "microvm,acpi=off,x-option-roms=off,isa-serial=off,pic=off";
+static const char machine_legacy_timers[] = "microvm,acpi=off,x-option-roms=off,isa-serial=off";
 
 static const char base_cmdline[] = "console=hvc0 quiet cryptomgr.notests pci=off reboot=t panic=-1";
 
@@ -195,7 +200,8 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
 
     av_add(&a, "%s", l->qemu);
     av_add(&a, "-M");
-    av_add(&a, "%s", machine_opts);
+    av_add(&a, "%s",
+           l->accel == CAPSA_ACCEL_KVM || l->tsc_khz ? machine_lean : machine_legacy_timers);
     av_add(&a, "-nodefaults");
     av_add(&a, "-no-user-config");
     av_add(&a, "-nographic");
@@ -391,12 +397,24 @@ fail:
     _exit(127);
 }
 
+/* A socket path bound during start-up, removed again if start-up fails. */
+struct bound_sock {
+    char path[4096];
+};
+
+static void unlink_sockp(struct bound_sock *b)
+{
+    if (b->path[0])
+        unlink(b->path);
+}
+
 int capsa_vm_start(const struct capsa_vm_config *cfg, struct capsa_vm **out, capsa_err *err)
 {
     _cleanup_free_ struct capsa_vm *vm = NULL;
     _cleanup_strv_ char **argv = NULL;
     _cleanup_close_ int host_end = -1, guest_end = -1, qmp_fd = -1, log_fd = -1, null_fd = -1;
     _cleanup_close_ int err_r = -1, err_w = -1, dfd = -1;
+    _cleanup_(unlink_sockp) struct bound_sock bound = {""};
     int pipefd[2], sp[2], child_errno = 0;
     char qemu[PATH_MAX];
     struct capsa_vm_launch l = {0};
@@ -413,11 +431,14 @@ int capsa_vm_start(const struct capsa_vm_config *cfg, struct capsa_vm **out, cap
         return capsa_err_set(err, errno, "vm: kernel %s: %s", cfg->kernel, strerror(errno));
     if (access(cfg->initramfs, R_OK) != 0)
         return capsa_err_set(err, errno, "vm: initramfs %s: %s", cfg->initramfs, strerror(errno));
-    for (size_t i = 0; i < cfg->nshares; i++)
-        if (stat(cfg->shares[i].host_path, &st) != 0 || !S_ISDIR(st.st_mode))
-            return capsa_err_set(err, errno ? errno : ENOTDIR,
-                                 "vm: shares[%zu] (%s): %s is not a directory", i,
-                                 cfg->shares[i].tag, cfg->shares[i].host_path);
+    for (size_t i = 0; i < cfg->nshares; i++) {
+        int e = stat(cfg->shares[i].host_path, &st) != 0 ? errno
+                : !S_ISDIR(st.st_mode)                   ? ENOTDIR
+                                                         : 0;
+        if (e)
+            return capsa_err_set(err, e, "vm: shares[%zu] (%s): %s: %s", i, cfg->shares[i].tag,
+                                 cfg->shares[i].host_path, strerror(e));
+    }
     if (find_qemu(qemu, sizeof(qemu), err) < 0)
         return -1;
 
@@ -451,7 +472,10 @@ int capsa_vm_start(const struct capsa_vm_config *cfg, struct capsa_vm **out, cap
         return capsa_err_set(err, errno, "vm: socket: %s", strerror(errno));
     if (unlink(vm->qmp_path) < 0 && errno != ENOENT)
         return capsa_err_set(err, errno, "vm: remove stale %s: %s", vm->qmp_path, strerror(errno));
-    if (bind(qmp_fd, (struct sockaddr *)&sa, salen) < 0 || listen(qmp_fd, 4) < 0)
+    if (bind(qmp_fd, (struct sockaddr *)&sa, salen) < 0)
+        return capsa_err_set(err, errno, "vm: bind %s: %s", vm->qmp_path, strerror(errno));
+    snprintf(bound.path, sizeof(bound.path), "%s", vm->qmp_path);
+    if (listen(qmp_fd, 4) < 0)
         return capsa_err_set(err, errno, "vm: listen on %s: %s", vm->qmp_path, strerror(errno));
     chmod(vm->qmp_path, 0600);
 
@@ -495,6 +519,7 @@ int capsa_vm_start(const struct capsa_vm_config *cfg, struct capsa_vm **out, cap
         child_exec(qemu, argv, null_fd, log_fd, guest_end, qmp_fd, err_w, parent);
 
     vm->pid = pid;
+    bound.path[0] = '\0'; /* from here the vm (or the exec-failure path) removes it */
     close(steal_fd(&err_w));
     close(steal_fd(&guest_end));
     close(steal_fd(&qmp_fd));

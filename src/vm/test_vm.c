@@ -117,8 +117,7 @@ static void test_argv_tcg(void **state)
     assert_int_equal(capsa_vm_build_argv(&c, &l, &argv, &err), 0);
     assert_string_equal(argv[0], "qemu-system-x86_64");
     assert_string_equal(argv_after(argv, "-M", 0),
-                        "microvm,acpi=off,x-option-roms=off,pit=off,pic=off,rtc=off,"
-                        "isa-serial=off");
+                        "microvm,acpi=off,x-option-roms=off,isa-serial=off,pic=off");
     assert_true(argv_has(argv, "-nodefaults"));
     assert_true(argv_has(argv, "-no-user-config"));
     assert_true(argv_has(argv, "-no-reboot"));
@@ -194,6 +193,11 @@ static void test_argv_kvm_shares(void **state)
     assert_string_equal(argv_after(argv2, "-fsdev", 0),
                         "local,id=fs0,path=/srv/root,security_model=none,multidevs=remap");
     assert_null(strstr(argv_after(argv2, "-append", 0), "tsc_early_khz"));
+    /* ... and keeps the legacy timers the kernel then calibrates against */
+    assert_string_equal(argv_after(argv2, "-M", 0),
+                        "microvm,acpi=off,x-option-roms=off,isa-serial=off");
+    assert_string_equal(argv_after(argv, "-M", 0),
+                        "microvm,acpi=off,x-option-roms=off,isa-serial=off,pic=off");
 }
 
 static void expect_bad(struct capsa_vm_config *c, const char *needle)
@@ -360,6 +364,46 @@ static void test_kernel_agent_paths(void **state)
 
     assert_true(capsa_vm_host_tsc_khz() > 0);
     unlink(p); /* later tests look for a real kernel here */
+}
+
+/* Without access to /dev/kvm (run as nobody): forced kvm is a clear error, auto is TCG
+ * at once (no probe). */
+static void test_accel_no_kvm_access(void **state)
+{
+    pid_t pid;
+    int ws;
+    (void)state;
+
+    if (geteuid() != 0 || access("/dev/kvm", F_OK) != 0) {
+        print_message("# skipping: needs root (to drop to nobody) and a /dev/kvm node\n");
+        skip();
+    }
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct capsa_vm_config c;
+        enum capsa_accel a = CAPSA_ACCEL_AUTO;
+        char reason[256];
+        capsa_err err = {0};
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(10);
+        if (capsa_kvm_openable(NULL, 0))
+            _exit(0); /* /dev/kvm is world-accessible here: nothing to check */
+        base_config(&c);
+        c.accel = CAPSA_ACCEL_KVM;
+        if (capsa_accel_resolve(&c, &a, NULL, 0, &err) != -1 || !strstr(err.msg, "/dev/kvm") ||
+            !strstr(err.msg, "--accel tcg"))
+            _exit(11);
+        c.accel = CAPSA_ACCEL_AUTO;
+        c.quiet_accel = true;
+        if (capsa_accel_resolve(&c, &a, reason, sizeof(reason), &err) != 0 ||
+            a != CAPSA_ACCEL_TCG || !strstr(reason, "/dev/kvm: Permission denied"))
+            _exit(12);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(WEXITSTATUS(ws), 0);
 }
 
 /* ---- real QEMU without a Linux kernel: a PVH ELF that halts forever ----------------- */
@@ -640,6 +684,11 @@ static void test_qemu_start_errors(void **state)
     assert_null(vm);
     if (!strstr(err.msg, "exited during start-up") || !strstr(err.msg, "kernel"))
         fail_msg("error does not quote QEMU: %s", err.msg);
+    {
+        char sock[PATH_MAX + 16];
+        snprintf(sock, sizeof(sock), "%s/qmp.sock", run);
+        assert_int_equal(access(sock, F_OK), -1); /* no socket left behind */
+    }
 
     c.kernel = "/nonexistent/vmlinux";
     assert_int_equal(capsa_vm_start(&c, &vm, &err), -1);
@@ -736,8 +785,13 @@ static void test_accel_auto_probe(void **state)
 static int find_test_init(char *buf, size_t len)
 {
     char exe[PATH_MAX];
+    const char *env = getenv("CAPSA_VM_TEST_INIT"); /* sanitized builds: borrow a static one */
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     char *slash;
+    if (env && *env) {
+        snprintf(buf, len, "%s", env);
+        return access(buf, X_OK);
+    }
     if (n <= 0)
         return -1;
     exe[n] = '\0';
@@ -800,7 +854,7 @@ static void test_real_boot(void **state)
         }
     }
     if (find_test_init(init, sizeof(init)) != 0) {
-        print_message("# skipping real boot: %s not built\n", init);
+        print_message("# skipping real boot: %s not built (set CAPSA_VM_TEST_INIT)\n", init);
         skip();
     }
     snprintf(initrd, sizeof(initrd), "%s/test-initramfs.cpio", tmpdir);
@@ -885,6 +939,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_accel_cache),
         cmocka_unit_test(test_kernel_agent_paths),
+        cmocka_unit_test(test_accel_no_kvm_access),
         cmocka_unit_test(test_qemu_start_errors),
         cmocka_unit_test(test_qemu_lifecycle_halt),
         cmocka_unit_test(test_qemu_fds_and_parent_death),
