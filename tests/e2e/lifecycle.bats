@@ -22,6 +22,13 @@ teardown_file() {
   "$CAPSA_BIN" ls -q 2>/dev/null | while read -r n; do
     timeout 60 "$CAPSA_BIN" rm -f "$n" >/dev/null 2>&1 || true
   done
+  # and any supervisor of this CAPSA_HOME that survived (QEMU dies with it)
+  local p
+  for p in $(pgrep -f "capsa __supervisor"); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "CAPSA_HOME=$CAPSA_HOME"; then
+      kill -9 "$p" 2>/dev/null || true
+    fi
+  done
 }
 
 # status NAME -> the sandbox's status from `ls --format json`
