@@ -114,7 +114,7 @@ static int fs_roundtrip(struct capsa_agentc *c)
 
 static int exec_bench(struct capsa_agentc *c, int n)
 {
-    char *argv[] = {"true", NULL};
+    char *argv[] = {getenv("VMTOOL_EXEC") ? getenv("VMTOOL_EXEC") : "true", NULL};
     struct capsa_exec_opts o = {.argv = argv, .stdin_fd = -1, .stdout_fd = 1, .stderr_fd = 2,
                                 .signal_fd = -1, .winsize_fd = -1, .detach_key = -1};
     struct capsa_exec_result r;
