@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -197,13 +198,13 @@ static int mount_9p(const char *tag, const char *target, unsigned long flags, ca
     return capsa_err_set(err, errno, "mount 9p tag %s on %s: %s", tag, target, strerror(errno));
 }
 
-static int switch_root_9p(const char *tag, capsa_err *err)
+/* Move /proc, /sys, /dev into NEWROOT (already mounted), mount the runtime dirs there,
+ * move NEWROOT over / and chroot into it. */
+static int switch_root(capsa_err *err)
 {
     static const char *const moved[] = {"/proc", "/sys", "/dev"};
     char path[64];
 
-    if (mount_9p(tag, NEWROOT, 0, err) < 0)
-        return capsa_err_prefix(err, "root");
     for (size_t i = 0; i < ARRAY_SIZE(moved); i++) {
         snprintf(path, sizeof(path), NEWROOT "%s", moved[i]);
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
@@ -223,6 +224,163 @@ static int switch_root_9p(const char *tag, capsa_err *err)
     if (chdir("/") < 0)
         return capsa_err_set(err, errno, "chdir /: %s", strerror(errno));
     return 0;
+}
+
+static int switch_root_9p(const char *tag, capsa_err *err)
+{
+    if (mount_9p(tag, NEWROOT, 0, err) < 0)
+        return capsa_err_prefix(err, "root");
+    return switch_root(err);
+}
+
+/* ---- block-device roots ----------------------------------------------------------------
+ * The host names each virtio-blk disk by its serial (QEMU `serial=`), which the guest reads
+ * from /sys/block/vdX/serial; device names depend on probe order and are never trusted.
+ * The overlay's lower and upper stay mounted in the initramfs, below the new root, where
+ * the chroot'ed agent cannot name them. So block roots keep two O_PATH fds: the initramfs
+ * root and the new root's mount. At power-off the agent chroots back into the initramfs,
+ * detaches the new root through /proc/self/fd and unmounts the upper (and a disk root)
+ * for real, so ext4 writes everything back and leaves a clean journal. */
+#define LOWER_DIR "/capsa/lower"
+#define UPPER_DIR "/capsa/upper"
+static int oldroot_fd = -1, newroot_fd = -1;
+
+/* Before the switch: remember where to come back to at power-off. */
+static void keep_roots(void)
+{
+    oldroot_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    newroot_fd = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+static int read_line(const char *path, char *buf, size_t len)
+{
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    if (!f || !fgets(buf, (int)len, f))
+        return -1;
+    buf[strcspn(buf, "\n")] = '\0';
+    return 0;
+}
+
+/* /dev/vdX for the disk whose serial is `serial` (creating the node if devtmpfs lacks it). */
+static int find_blockdev(const char *serial, char *dev, size_t len, capsa_err *err)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        _cleanup_dir_ DIR *d = opendir("/sys/block");
+        struct dirent *de;
+
+        if (!d)
+            return capsa_err_set(err, errno, "/sys/block: %s", strerror(errno));
+        while ((de = readdir(d))) {
+            char path[300], val[64];
+            unsigned int maj, min;
+            struct stat st;
+
+            if (strncmp(de->d_name, "vd", 2) != 0 || strlen(de->d_name) > 32)
+                continue;
+            snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
+            if (read_line(path, val, sizeof(val)) < 0 || strcmp(val, serial) != 0)
+                continue;
+            snprintf(dev, len, "/dev/%s", de->d_name);
+            if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
+                return 0;
+            snprintf(path, sizeof(path), "/sys/block/%s/dev", de->d_name);
+            if (read_line(path, val, sizeof(val)) < 0 || sscanf(val, "%u:%u", &maj, &min) != 2)
+                return capsa_err_set(err, EIO, "%s: cannot read its device number", path);
+            unlink(dev);
+            if (mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)
+                return capsa_err_set(err, errno, "mknod %s: %s", dev, strerror(errno));
+            return 0;
+        }
+        poll(NULL, 0, 20); /* virtio probing normally finished before init ran */
+    }
+    return capsa_err_set(err, ENODEV, "no virtio block device with serial \"%s\"", serial);
+}
+
+/* Mount dev on target as fstype; with fstype NULL try every block filesystem the kernel
+ * knows (/proc/filesystems lines without "nodev"). */
+static int mount_blockdev(const char *dev, const char *target, const char *fstype,
+                          unsigned long flags, capsa_err *err)
+{
+    _cleanup_fclose_ FILE *f = NULL;
+    char line[128];
+    int last = ENODEV;
+
+    if (mkdir_p(target, 0755) < 0)
+        return capsa_err_set(err, errno, "mkdir %s: %s", target, strerror(errno));
+    if (fstype) {
+        /* ext4 would zero its inode tables in the background: the host made them sparse */
+        if (strcmp(fstype, "ext4") == 0 && !(flags & MS_RDONLY) &&
+            mount(dev, target, fstype, flags, "noinit_itable") == 0)
+            return 0;
+        if (mount(dev, target, fstype, flags, NULL) == 0)
+            return 0;
+        return capsa_err_set(err, errno, "mount %s on %s (%s): %s", dev, target, fstype,
+                             strerror(errno));
+    }
+    f = fopen("/proc/filesystems", "re");
+    if (!f)
+        return capsa_err_set(err, errno, "/proc/filesystems: %s", strerror(errno));
+    while (fgets(line, sizeof(line), f)) {
+        char *t = line;
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "nodev", 5) == 0)
+            continue;
+        while (*t == ' ' || *t == '\t')
+            t++;
+        if (!*t)
+            continue;
+        if (mount(dev, target, t, flags, NULL) == 0) {
+            agent_dbg("%s: mounted as %s", dev, t);
+            return 0;
+        }
+        if (errno != EINVAL && errno != ENODEV && errno != ENOTBLK)
+            last = errno;
+    }
+    return capsa_err_set(err, last,
+                         "mount %s on %s: no filesystem in /proc/filesystems recognises it "
+                         "(last error: %s)",
+                         dev, target, strerror(last));
+}
+
+static int switch_root_overlay(const struct agent_boot *b, capsa_err *err)
+{
+    char dev[64], opts[256];
+
+    if (find_blockdev(b->root_lower.serial, dev, sizeof(dev), err) < 0 ||
+        mount_blockdev(dev, LOWER_DIR, b->root_lower.fstype, MS_RDONLY, err) < 0)
+        return capsa_err_prefix(err, "root lower");
+    if (b->root_upper_tmpfs) {
+        char size[48] = "";
+        if (b->root_upper_size_mib)
+            snprintf(size, sizeof(size), ",size=%llum", (unsigned long long)b->root_upper_size_mib);
+        snprintf(opts, sizeof(opts), "mode=0755%s", size);
+        if (do_mount("capsa-upper", UPPER_DIR, "tmpfs", 0, opts, err) < 0)
+            return capsa_err_prefix(err, "root upper");
+    } else {
+        if (find_blockdev(b->root_upper.serial, dev, sizeof(dev), err) < 0 ||
+            mount_blockdev(dev, UPPER_DIR, b->root_upper.fstype, MS_NOATIME, err) < 0)
+            return capsa_err_prefix(err, "root upper");
+    }
+    if ((mkdir(UPPER_DIR "/upper", 0755) < 0 && errno != EEXIST) ||
+        (mkdir(UPPER_DIR "/work", 0700) < 0 && errno != EEXIST))
+        return capsa_err_set(err, errno, "root upper: mkdir upper/ or work/: %s", strerror(errno));
+    if (do_mount("overlay", NEWROOT, "overlay", 0,
+                 "lowerdir=" LOWER_DIR ",upperdir=" UPPER_DIR "/upper,workdir=" UPPER_DIR "/work",
+                 err) < 0)
+        return capsa_err_prefix(err, "root overlay");
+    keep_roots();
+    return switch_root(err);
+}
+
+static int switch_root_disk(const struct agent_boot *b, capsa_err *err)
+{
+    char dev[64];
+
+    if (find_blockdev(b->root_dev.serial, dev, sizeof(dev), err) < 0 ||
+        mount_blockdev(dev, NEWROOT, b->root_dev.fstype, 0, err) < 0)
+        return capsa_err_prefix(err, "root disk");
+    keep_roots();
+    return switch_root(err);
 }
 
 static void loopback_up(void)
@@ -254,6 +412,14 @@ int agent_boot_apply(struct agent *a, const struct agent_boot *b, capsa_err *err
     switch (b->root_kind) {
     case AGENT_ROOT_9P:
         if (switch_root_9p(b->root_tag, err) < 0)
+            return -1;
+        break;
+    case AGENT_ROOT_OVERLAY:
+        if (switch_root_overlay(b, err) < 0)
+            return -1;
+        break;
+    case AGENT_ROOT_DISK:
+        if (switch_root_disk(b, err) < 0)
             return -1;
         break;
     case AGENT_ROOT_INITRAMFS:
@@ -333,6 +499,39 @@ static void umount_all(void)
     mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);
 }
 
+/* Block-device roots (see keep_roots): back into the initramfs, detach the new root,
+ * drop the last reference to it, then unmount the upper / disk root for real. */
+static void umount_block_roots(void)
+{
+    char path[64];
+
+    if (fchdir(oldroot_fd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
+        agent_log("power-off: cannot return to the initramfs: %s", strerror(errno));
+        return;
+    }
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        agent_log("power-off: mount /proc: %s", strerror(errno));
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", newroot_fd);
+    if (umount2(path, MNT_DETACH) < 0)
+        agent_log("power-off: detaching the root: %s", strerror(errno));
+    umount2("/proc", MNT_DETACH);
+    close(newroot_fd); /* the last reference: the root's filesystem shuts down here */
+    newroot_fd = -1;
+    agent_dbg("power-off: root detached");
+    for (int i = 0; i < 50; i++) {
+        if (umount2(UPPER_DIR, 0) == 0 || errno == EINVAL || errno == ENOENT)
+            break;
+        if (errno != EBUSY) {
+            agent_log("power-off: unmount the root upper: %s", strerror(errno));
+            break;
+        }
+        poll(NULL, 0, 20);
+    }
+    umount2(LOWER_DIR, MNT_DETACH);
+    sync();
+    agent_dbg("power-off: block roots unmounted");
+}
+
 void agent_poweroff(struct agent *a)
 {
     agent_log("shutting down");
@@ -340,9 +539,15 @@ void agent_poweroff(struct agent *a)
     reap_all(1000);
     kill(-1, SIGKILL);
     reap_all(1000);
+    agent_dbg("poweroff: processes gone");
     sync();
+    agent_dbg("poweroff: synced");
     umount_all();
+    agent_dbg("poweroff: unmounted");
     sync();
+    agent_dbg("poweroff: synced again");
+    if (oldroot_fd >= 0)
+        umount_block_roots();
     reboot(RB_AUTOBOOT); /* QEMU runs with -no-reboot: this ends the VM */
     agent_log("reboot: %s", strerror(errno));
     for (;;)

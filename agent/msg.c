@@ -279,9 +279,18 @@ int agent_rlimit_resource(const char *name)
 
 /* ---- boot ---- */
 
+static void blockdev_free(struct agent_blockdev *d)
+{
+    free(d->serial);
+    free(d->fstype);
+}
+
 void agent_boot_free(struct agent_boot *b)
 {
     free(b->root_tag);
+    blockdev_free(&b->root_lower);
+    blockdev_free(&b->root_upper);
+    blockdev_free(&b->root_dev);
     for (size_t i = 0; i < b->n_mounts; i++) {
         free(b->mounts[i].tag);
         free(b->mounts[i].guest);
@@ -336,6 +345,63 @@ static bool hostname_ok(const char *h)
     return true;
 }
 
+/* serial: 1..20 bytes of [A-Za-z0-9._-]; fstype: 1..31 bytes of [a-z0-9._-]. */
+static bool word_ok(const char *s, size_t max, bool upper)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (upper && *p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+/* {"serial": S, "fstype": T} inside obj (fstype defaults to dflt, NULL: optional). */
+static int parse_blockdev(json_t *obj, const char *what, const char *dflt, struct agent_blockdev *d,
+                          capsa_err *err)
+{
+    if (!json_is_object(obj))
+        return capsa_err_set(err, EINVAL, "%s: expected an object", what);
+    if (get_str(obj, "serial", 64, true, &d->serial, err) < 0 ||
+        get_str(obj, "fstype", 64, false, &d->fstype, err) < 0)
+        return capsa_err_prefix(err, "%s", what);
+    if (!word_ok(d->serial, AGENT_MAX_SERIAL, true))
+        return capsa_err_set(err, EINVAL, "%s.serial: expected 1-%d characters of [A-Za-z0-9._-]",
+                             what, AGENT_MAX_SERIAL);
+    if (!d->fstype && dflt && !(d->fstype = strdup(dflt)))
+        return capsa_err_set(err, ENOMEM, "%s: out of memory", what);
+    if (d->fstype && !word_ok(d->fstype, AGENT_MAX_FSTYPE, false))
+        return capsa_err_set(err, EINVAL, "%s.fstype: expected 1-%d characters of [a-z0-9._-]",
+                             what, AGENT_MAX_FSTYPE);
+    return 0;
+}
+
+static int parse_overlay_root(json_t *root, struct agent_boot *b, capsa_err *err)
+{
+    json_t *upper = json_object_get(root, "upper");
+    json_int_t size;
+
+    if (parse_blockdev(json_object_get(root, "lower"), "root.lower", "erofs", &b->root_lower, err) <
+        0)
+        return -1;
+    if (!json_is_object(upper))
+        return capsa_err_set(err, EINVAL, "root.upper: expected an object");
+    if (get_bool(upper, "tmpfs", false, &b->root_upper_tmpfs, err) < 0)
+        return capsa_err_prefix(err, "root.upper");
+    if (b->root_upper_tmpfs) {
+        if (json_object_get(upper, "serial"))
+            return capsa_err_set(err, EINVAL,
+                                 "root.upper: give either \"tmpfs\": true or a \"serial\"");
+        if (get_int(upper, "size_mib", 1, 1024 * 1024, 0, &size, NULL, err) < 0)
+            return capsa_err_prefix(err, "root.upper");
+        b->root_upper_size_mib = (uint64_t)size;
+        return 0;
+    }
+    return parse_blockdev(upper, "root.upper", "ext4", &b->root_upper, err);
+}
+
 static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
 {
     json_t *root = json_object_get(j, "root"), *mounts, *m;
@@ -358,8 +424,13 @@ static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
             b->root_kind = AGENT_ROOT_INITRAMFS;
         } else if (strcmp(kind, "none") == 0) {
             b->root_kind = AGENT_ROOT_NONE;
+        } else if (strcmp(kind, "overlay") == 0) {
+            b->root_kind = AGENT_ROOT_OVERLAY;
+        } else if (strcmp(kind, "disk") == 0) {
+            b->root_kind = AGENT_ROOT_DISK;
         } else {
-            capsa_err_set(err, EINVAL, "root.kind: \"%.32s\" is not one of 9p, initramfs, none",
+            capsa_err_set(err, EINVAL,
+                          "root.kind: \"%.32s\" is not one of 9p, overlay, disk, initramfs, none",
                           kind);
             free(kind);
             return -1;
@@ -373,6 +444,11 @@ static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
                                      "root.tag: expected 1-31 characters of "
                                      "[A-Za-z0-9._-]");
         }
+        if (b->root_kind == AGENT_ROOT_OVERLAY && parse_overlay_root(root, b, err) < 0)
+            return -1;
+        if (b->root_kind == AGENT_ROOT_DISK &&
+            parse_blockdev(root, "root", NULL, &b->root_dev, err) < 0)
+            return -1;
     }
 
     mounts = json_object_get(j, "mounts");

@@ -40,6 +40,17 @@ enum agent_root_kind {
     AGENT_ROOT_NONE,      /* host-test mode: nothing to mount */
     AGENT_ROOT_INITRAMFS, /* stay in the initramfs */
     AGENT_ROOT_9P,
+    AGENT_ROOT_OVERLAY, /* erofs lower + ext4 (or tmpfs) upper, overlayfs on top */
+    AGENT_ROOT_DISK,    /* one block device is the whole root */
+};
+
+#define AGENT_MAX_SERIAL 20 /* virtio-blk serial: VIRTIO_BLK_ID_BYTES */
+#define AGENT_MAX_FSTYPE 31
+
+/* A virtio-blk device found by its serial (/sys/block/vd*\/serial). */
+struct agent_blockdev {
+    char *serial;
+    char *fstype; /* NULL: probe /proc/filesystems (disk root only) */
 };
 
 struct agent_boot {
@@ -52,6 +63,10 @@ struct agent_boot {
     char *workdir;    /* NULL: "/" */
     char *user;       /* NULL: root */
     int64_t clock_ns; /* 0: leave the clock alone */
+    /* root kind overlay: lower (read-only) and upper (a disk, or tmpfs); disk: root_dev */
+    struct agent_blockdev root_lower, root_upper, root_dev;
+    bool root_upper_tmpfs;
+    uint64_t root_upper_size_mib; /* tmpfs upper size; 0: the tmpfs default (half of RAM) */
 };
 
 struct agent_rlimit {

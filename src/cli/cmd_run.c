@@ -22,23 +22,36 @@
 #include "lib/agentc.h"
 #include "lib/boot.h"
 #include "lib/exec.h"
+#include "lib/rootfs.h"
 #include "vm/accel.h"
 
 #define MAX_ENV 256
 
 static const char run_help[] =
-    "Usage: capsa run [OPTIONS] ROOTFS [-- COMMAND [ARG...]]\n"
+    "Usage: capsa run [OPTIONS] IMAGE [-- COMMAND [ARG...]]\n"
+    "       capsa run [OPTIONS] ROOTFS [-- COMMAND [ARG...]]\n"
     "       capsa run [OPTIONS] --rootfs DIR [-- COMMAND [ARG...]]\n"
     "\n"
-    "Boot a throwaway microVM whose root filesystem is the host directory ROOTFS (shared\n"
-    "read-write into the guest over virtio-9p), run COMMAND in it, stream its output,\n"
-    "and exit with its exit status. The VM is stopped and every trace of it removed\n"
+    "Boot a throwaway microVM, run COMMAND in it, stream its output, and exit with its\n"
+    "exit status. IMAGE is an OCI reference ([REGISTRY/]REPO[:TAG][@DIGEST]): it is pulled\n"
+    "when missing (see --pull), pinned to its digest, and booted from its read-only erofs\n"
+    "disk with a fresh writable upper (overlayfs); its Env, WorkingDir and User apply, and\n"
+    "without COMMAND its Entrypoint + Cmd run (a COMMAND replaces Cmd and keeps the\n"
+    "Entrypoint). A ROOTFS starting with / or . is a host directory (shared read-write\n"
+    "over virtio-9p) or a disk image file (raw; .qcow2/.vmdk by extension) that becomes\n"
+    "the whole root. The VM is stopped and every trace of it removed\n"
     "when the command ends. Standard input is forwarded when it is not a terminal\n"
     "(piped stdin reaches the command; end of input closes it). When stdin and stdout\n"
     "are terminals the command gets a pseudo-terminal; press ctrl-] to detach.\n"
     "\n"
     "Options:\n"
     "  --rootfs DIR         host directory to boot as the root filesystem\n"
+    "      --pull POLICY    if-missing (default), always (resolve the tag again), never\n"
+    "      --insecure       allow plain http and unverified TLS for the image's registry\n"
+    "      --ca-certs PEM   trust the CA certificates in PEM for the image's registry\n"
+    "      --root-disk SPEC the image's writable layer: SIZE (sparse ext4, default 4G),\n"
+    "                       tmpfs[:SIZE] (in guest RAM), or PATH[:format=raw|qcow2|vmdk]\n"
+    "                       [,fstype=T] (your disk image, kept after the run)\n"
     "  -c, --cpus N         virtual CPUs (default 1)\n"
     "  -m, --memory SIZE    guest memory, e.g. 512M, 1G (default 512M)\n"
     "  -e, --env K=V        set an environment variable (repeatable)\n"
@@ -60,8 +73,8 @@ static const char run_help[] =
     "CAPSA_AGENT (guest agent binary), CAPSA_BOOT_TIMEOUT (seconds, default 120).\n";
 
 static const char *const rlimit_names[] = {
-    "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile",
-    "memlock", "as", "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime",
+    "cpu",     "fsize", "data",  "stack",      "core",     "rss",  "nproc",  "nofile",
+    "memlock", "as",    "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime",
 };
 
 /* "nofile=1024[:2048]" -> {resource, soft, hard} */
@@ -150,11 +163,26 @@ struct run_opts {
     enum capsa_accel accel;
     bool quiet;
     char **cmd;
+    enum capsa_pull_policy pull_policy;
+    bool insecure;
+    const char *ca_certs;
+    bool root_disk_set;
+    struct capsa_root_disk root_disk;
 };
 
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
-    enum { OPT_ROOTFS = 256, OPT_NO_TTY, OPT_TIMEOUT, OPT_RLIMIT, OPT_ACCEL };
+    enum {
+        OPT_ROOTFS = 256,
+        OPT_NO_TTY,
+        OPT_TIMEOUT,
+        OPT_RLIMIT,
+        OPT_ACCEL,
+        OPT_PULL,
+        OPT_INSECURE,
+        OPT_CA_CERTS,
+        OPT_ROOT_DISK
+    };
     static const struct option longopts[] = {
         {"rootfs", required_argument, NULL, OPT_ROOTFS},
         {"cpus", required_argument, NULL, 'c'},
@@ -168,6 +196,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"rlimit", required_argument, NULL, OPT_RLIMIT},
         {"accel", required_argument, NULL, OPT_ACCEL},
+        {"pull", required_argument, NULL, OPT_PULL},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"ca-certs", required_argument, NULL, OPT_CA_CERTS},
+        {"root-disk", required_argument, NULL, OPT_ROOT_DISK},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {0},
@@ -241,6 +273,21 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
             if (capsa_accel_parse(optarg, &o->accel, &err) < 0)
                 return cli_fail("--accel: %s", err.msg);
             break;
+        case OPT_PULL:
+            if (capsa_pull_policy_parse(optarg, &o->pull_policy, &err) < 0)
+                return cli_fail("--pull: %s", err.msg);
+            break;
+        case OPT_INSECURE:
+            o->insecure = true;
+            break;
+        case OPT_CA_CERTS:
+            o->ca_certs = optarg;
+            break;
+        case OPT_ROOT_DISK:
+            if (capsa_root_disk_parse(optarg, &o->root_disk, &err) < 0)
+                return cli_fail("--root-disk: %s", err.msg);
+            o->root_disk_set = true;
+            break;
         case 'q':
             o->quiet = true;
             break;
@@ -256,24 +303,25 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         const char *img = argv[optind++];
         if (o->rootfs)
             return cli_fail("run: give the root either as --rootfs DIR or as ROOTFS, not both");
-        if (img[0] != '/' && img[0] != '.')
-            return cli_fail("run: '%s': OCI images are not supported yet; give a root "
-                            "directory (a path starting with / or .) or --rootfs DIR",
-                            img);
         o->rootfs = img;
     }
     if (optind < argc && strcmp(argv[optind], "--") == 0)
         optind++;
-    if (optind >= argc)
-        return cli_fail("run: no command given (capsa run ROOTFS -- COMMAND [ARG...])");
-    o->cmd = argv + optind;
     if (!o->rootfs)
-        return cli_fail("run: no root filesystem given (--rootfs DIR)");
+        return cli_fail("run: no image or root filesystem given (capsa run IMAGE [-- COMMAND])");
+    /* an image may bring its own command (Entrypoint + Cmd); a directory or disk may not */
+    if (optind >= argc && (o->rootfs[0] == '/' || o->rootfs[0] == '.'))
+        return cli_fail("run: no command given (capsa run ROOTFS -- COMMAND [ARG...])");
+    o->cmd = optind < argc ? argv + optind : NULL;
     return 0;
 }
 
 static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
 {
+    struct capsa_image_pull_opts po = {0};
+    struct capsa_rootfs_spec rs = {0};
+    struct capsa_rootfs root;
+    _cleanup_strv_ char **cmd = NULL;
     struct capsa_boot_opts bo = {0};
     struct capsa_booted *b = NULL;
     struct capsa_exec_result res;
@@ -284,6 +332,30 @@ static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
     bool tty;
     int ret = -1;
 
+    po.insecure = o->insecure;
+    po.ca_certs = o->ca_certs;
+    po.progress = o->quiet                ? CAPSA_PROGRESS_NONE
+                  : isatty(STDERR_FILENO) ? CAPSA_PROGRESS_TTY
+                                          : CAPSA_PROGRESS_LINES;
+    rs.source = o->rootfs;
+    rs.root_disk = o->root_disk_set ? &o->root_disk : NULL;
+    rs.pull_policy = o->pull_policy;
+    rs.pull = &po;
+    rs.state_dir = run_dir; /* ephemeral: the upper goes with the run directory */
+    if (capsa_rootfs_resolve(&rs, &root, &err) < 0) {
+        cli_fail("run: %s", err.msg);
+        return -1;
+    }
+    if (root.kind == CAPSA_ROOTFS_IMAGE) {
+        if (capsa_rootfs_command(&root, o->cmd, &cmd, &err) < 0) {
+            cli_fail("run: %s", err.msg);
+            capsa_rootfs_release(&root);
+            return -1;
+        }
+        log_info("image %s", root.pinned);
+        o->cmd = cmd;
+    }
+    bo.root = &root;
     bo.rootfs = o->rootfs;
     bo.cpus = o->cpus;
     bo.memory_mib = (int)o->memory_mib;
@@ -293,6 +365,7 @@ static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
     bo.user = o->user;
     if (capsa_boot(&bo, run_dir, &b, &err) < 0) {
         cli_fail("run: %s", err.msg);
+        capsa_rootfs_release(&root);
         return -1;
     }
     /* From here on signals arrive through a signalfd and go to the command. */
@@ -357,6 +430,7 @@ out:
     if (capsa_boot_stop(b, 5000, false, &err) < 0)
         log_warn("stopping the VM: %s", err.msg);
     sigprocmask(SIG_UNBLOCK, &mask, NULL);
+    capsa_rootfs_release(&root);
     return ret;
 }
 

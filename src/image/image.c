@@ -379,7 +379,7 @@ int capsa_image_pull(const char *refstr, const struct capsa_image_pull_opts *opt
         return -1;
     capsa_image_ref_format(&ref, info.reference, sizeof(info.reference));
 
-    if (!opts->force) {
+    if (!opts->force && !opts->refresh) {
         capsa_err e = {0};
         struct capsa_image_info have;
         if (capsa_image_lookup(info.reference, &have, &e) == 0) {

@@ -28,6 +28,8 @@ struct capsa_image_pull_opts {
     bool insecure;        /* --insecure for the registry named in the reference */
     const char *ca_certs; /* --ca-certs PEM */
     long timeout_s;       /* 0: default (CAPSA_REGISTRY_TIMEOUT or 30) */
+    bool refresh;         /* resolve the reference again even when it is pulled (pull policy
+                             always); a manifest whose disk exists is reused, not rebuilt */
 };
 
 struct capsa_image_info {

@@ -20,20 +20,29 @@
 
 static json_t *boot_json(const struct capsa_boot_opts *o)
 {
-    json_t *env = json_array();
+    static char *const defaults[] = {
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", NULL};
+    const struct capsa_rootfs *r = o->root;
+    _cleanup_strv_ char **img_env = capsa_env_merge(defaults, r ? r->env : NULL);
+    _cleanup_strv_ char **all = img_env ? capsa_env_merge(img_env, o->env) : NULL;
+    const char *workdir = o->workdir ? o->workdir : r && r->workdir ? r->workdir : "/";
+    const char *user = o->user ? o->user : r && r->user ? r->user : "root";
+    json_t *env = json_array(), *root;
     struct timespec ts;
 
+    if (!all || !env) {
+        json_decref(env);
+        return NULL;
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
-    json_array_append_new(env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-                                           "/usr/bin:/sbin:/bin"));
-    json_array_append_new(env, json_string("TERM=xterm"));
-    for (char *const *e = o->env; e && *e; e++)
+    for (char **e = all; *e; e++)
         json_array_append_new(env, json_string(*e));
-    return json_pack("{s:i, s:{s:s, s:s}, s:[], s:s, s:o, s:s, s:s, s:I}", "version",
-                     CAPSA_PROTO_VERSION, "root", "kind", "9p", "tag", "capsa.root", "mounts",
-                     "hostname", o->hostname ? o->hostname : "capsa", "env", env, "workdir",
-                     o->workdir ? o->workdir : "/", "user", o->user ? o->user : "root",
-                     "clock_ns", (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    root = r && r->root ? json_deep_copy(r->root)
+                        : json_pack("{s:s, s:s}", "kind", "9p", "tag", "capsa.root");
+    return json_pack("{s:i, s:o, s:[], s:s, s:o, s:s, s:s, s:I}", "version", CAPSA_PROTO_VERSION,
+                     "root", root, "mounts", "hostname", o->hostname ? o->hostname : "capsa", "env",
+                     env, "workdir", workdir, "user", user, "clock_ns",
+                     (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
 }
 
 void capsa_boot_dump_console(const char *path)
@@ -69,10 +78,15 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
 
     if (timeout_ms <= 0)
         timeout_ms = bt && atoi(bt) > 0 ? atoi(bt) * 1000 : 120000;
-    if (!o->rootfs || !realpath(o->rootfs, rootfs) || stat(rootfs, &st) < 0 ||
-        !S_ISDIR(st.st_mode))
+    if (o->root && o->root->kind != CAPSA_ROOTFS_DIR) {
+        rootfs[0] = '\0'; /* block-device root: no 9p share */
+    } else if (o->root) {
+        snprintf(rootfs, sizeof(rootfs), "%s", o->root->dir);
+    } else if (!o->rootfs || !realpath(o->rootfs, rootfs) || stat(rootfs, &st) < 0 ||
+               !S_ISDIR(st.st_mode)) {
         return capsa_err_set(err, ENOTDIR, "rootfs '%s': not a directory",
                              o->rootfs ? o->rootfs : "");
+    }
     if (capsa_vm_kernel_path(kernel, sizeof(kernel), err) < 0 ||
         capsa_vm_agent_path(agent, sizeof(agent), err) < 0 ||
         capsa_initramfs_path(agent, initrd, sizeof(initrd), err) < 0)
@@ -90,11 +104,16 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
     cfg.cpus = o->cpus > 0 ? o->cpus : 1;
     cfg.memory_mib = o->memory_mib > 0 ? o->memory_mib : 512;
     cfg.accel = o->accel;
-    cfg.shares = &share;
-    cfg.nshares = 1;
+    cfg.shares = rootfs[0] ? &share : NULL;
+    cfg.nshares = rootfs[0] ? 1 : 0;
+    if (o->root) {
+        cfg.disks = o->root->disks;
+        cfg.ndisks = o->root->ndisks;
+    }
     cfg.console_log = b->console_log;
     cfg.run_dir = b->run_dir;
-    cfg.cmdline_extra = getenv("CAPSA_KERNEL_CMDLINE"); /* debugging aid, e.g. CAPSA_AGENT_DEBUG=1 */
+    cfg.cmdline_extra =
+        getenv("CAPSA_KERNEL_CMDLINE"); /* debugging aid, e.g. CAPSA_AGENT_DEBUG=1 */
 
     t0 = capsa_now_us();
     if (capsa_vm_start(&cfg, &b->vm, err) < 0) {
@@ -105,6 +124,10 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
     if (capsa_agentc_init(&b->conn, b->vm->agent_fd, err) < 0)
         goto fail;
     boot = boot_json(o);
+    if (!boot) {
+        capsa_err_set(err, ENOMEM, "boot: out of memory");
+        goto fail;
+    }
     rc = capsa_agentc_handshake(&b->conn, boot, timeout_ms, err);
     json_decref(boot);
     if (rc < 0)

@@ -12,18 +12,23 @@
 #include <stdint.h>
 
 #include "lib/agentc.h"
+#include "lib/rootfs.h"
 #include "vm/accel.h"
 
 struct capsa_boot_opts {
-    const char *rootfs;   /* host directory (absolute or relative) */
-    int cpus;             /* default 1 */
-    int memory_mib;       /* default 512 */
+    const char *rootfs; /* host directory (absolute or relative) */
+    int cpus;           /* default 1 */
+    int memory_mib;     /* default 512 */
     enum capsa_accel accel;
     const char *hostname; /* default "capsa" */
     const char *workdir;  /* default "/" */
     const char *user;     /* default "root" */
     char *const *env;     /* extra boot env "K=V", may be NULL */
     int boot_timeout_ms;  /* default: $CAPSA_BOOT_TIMEOUT seconds, else 120 s */
+    /* A resolved root (lib/rootfs.h: directory, disk image or OCI image with its upper).
+     * When set it replaces rootfs; an image's Env lies under env, its WorkingDir and User
+     * are the defaults for workdir and user. */
+    const struct capsa_rootfs *root;
 };
 
 struct capsa_booted {

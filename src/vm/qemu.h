@@ -31,6 +31,27 @@ struct capsa_vm_share {
     bool readonly;
 };
 
+#define CAPSA_VM_MAX_DISKS  8
+#define CAPSA_VM_MAX_SERIAL 20 /* virtio-blk serial bytes (VIRTIO_BLK_ID_BYTES) */
+
+enum capsa_vm_disk_format {
+    CAPSA_VM_DISK_RAW,
+    CAPSA_VM_DISK_QCOW2,
+    CAPSA_VM_DISK_VMDK,
+};
+
+/* A virtio-blk disk. The guest finds it by serial (/sys/block/vdX/serial), never by name. */
+struct capsa_vm_disk {
+    const char *path; /* absolute path of the image file (or block device) */
+    enum capsa_vm_disk_format format;
+    bool readonly;
+    const char *serial; /* 1..20 characters of [A-Za-z0-9._-], unique per VM */
+};
+
+/* "raw" | "qcow2" | "vmdk" (and back). */
+int capsa_vm_disk_format_parse(const char *s, enum capsa_vm_disk_format *out, capsa_err *err);
+const char *capsa_vm_disk_format_name(enum capsa_vm_disk_format f);
+
 struct capsa_vm_config {
     const char *kernel;        /* uncompressed PVH vmlinux */
     const char *initramfs;     /* cpio with capsa-agent as /init */
@@ -43,6 +64,8 @@ struct capsa_vm_config {
     const char *console_log; /* file that receives the guest console (hvc0), appended */
     const char *run_dir;     /* private dir for the QMP socket etc. (exists, 0700) */
     bool quiet_accel;        /* do not print the TCG fallback warning to stderr */
+    const struct capsa_vm_disk *disks;
+    size_t ndisks; /* virtio-blk devices (virtio-mmio), at most CAPSA_VM_MAX_DISKS */
 };
 
 struct capsa_vm {

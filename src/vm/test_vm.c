@@ -117,7 +117,7 @@ static void test_argv_tcg(void **state)
     assert_int_equal(capsa_vm_build_argv(&c, &l, &argv, &err), 0);
     assert_string_equal(argv[0], "qemu-system-x86_64");
     assert_string_equal(argv_after(argv, "-M", 0),
-                        "microvm,acpi=off,x-option-roms=off,isa-serial=off,pic=off");
+                        "microvm,acpi=off,x-option-roms=off,isa-serial=off");
     assert_true(argv_has(argv, "-nodefaults"));
     assert_true(argv_has(argv, "-no-user-config"));
     assert_true(argv_has(argv, "-no-reboot"));
@@ -128,8 +128,8 @@ static void test_argv_tcg(void **state)
     assert_string_equal(argv_after(argv, "-kernel", 0), "/k/vmlinux");
     assert_string_equal(argv_after(argv, "-initrd", 0), "/k/initramfs.cpio");
     assert_string_equal(argv_after(argv, "-append", 0),
-                        "console=hvc0 quiet cryptomgr.notests pci=off reboot=t panic=-1 "
-                        "tsc_early_khz=2300000 capsa.debug=1");
+                        "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "tsc_early_khz=2300000 lpj=23000000 capsa.debug=1");
     assert_string_equal(argv_after(argv, "-chardev", 0),
                         "file,id=console,path=/run/x/console.log,append=on");
     assert_string_equal(argv_after(argv, "-chardev", 1), "socket,id=agent,fd=3");
@@ -171,7 +171,7 @@ static void test_argv_kvm_shares(void **state)
     assert_string_equal(argv_after(argv, "-cpu", 0), "host,-arch-capabilities");
     /* no tsc_early_khz under KVM, no trailing space without extra */
     assert_string_equal(argv_after(argv, "-append", 0),
-                        "console=hvc0 quiet cryptomgr.notests pci=off reboot=t panic=-1");
+                        "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1");
     assert_string_equal(argv_after(argv, "-chardev", 0),
                         "file,id=console,path=/run/with,,comma/console.log,append=on");
     assert_string_equal(argv_after(argv, "-chardev", 1), "socket,id=agent,fd=7");
@@ -197,7 +197,50 @@ static void test_argv_kvm_shares(void **state)
     assert_string_equal(argv_after(argv2, "-M", 0),
                         "microvm,acpi=off,x-option-roms=off,isa-serial=off");
     assert_string_equal(argv_after(argv, "-M", 0),
-                        "microvm,acpi=off,x-option-roms=off,isa-serial=off,pic=off");
+                        "microvm,acpi=off,x-option-roms=off,isa-serial=off");
+}
+
+static void test_argv_disks(void **state)
+{
+    struct capsa_vm_disk disks[] = {
+        {.path = "/img/lower.erofs", .readonly = true, .serial = "capsa-lower"},
+        {.path = "/run/a,b/upper.ext4", .serial = "capsa-upper"},
+        {.path = "/d/user.qcow2", .format = CAPSA_VM_DISK_QCOW2, .serial = "u1"},
+    };
+    struct capsa_vm_config c;
+    struct capsa_vm_launch l = {.qemu = "q", .accel = CAPSA_ACCEL_TCG, .agent_fd = 3, .qmp_fd = 4};
+    _cleanup_strv_ char **argv = NULL;
+    enum capsa_vm_disk_format f;
+    capsa_err err = {0};
+    (void)state;
+
+    base_config(&c);
+    c.disks = disks;
+    c.ndisks = 3;
+    assert_int_equal(capsa_vm_build_argv(&c, &l, &argv, &err), 0);
+    assert_string_equal(argv_after(argv, "-drive", 0),
+                        "file=/img/lower.erofs,if=none,id=d0,format=raw,readonly=on,"
+                        "cache=writeback,aio=threads");
+    assert_string_equal(argv_after(argv, "-drive", 1),
+                        "file=/run/a,,b/upper.ext4,if=none,id=d1,format=raw,readonly=off,"
+                        "cache=writeback,aio=threads,discard=unmap");
+    assert_string_equal(argv_after(argv, "-drive", 2),
+                        "file=/d/user.qcow2,if=none,id=d2,format=qcow2,readonly=off,"
+                        "cache=writeback,aio=threads,discard=unmap");
+    assert_null(argv_after(argv, "-drive", 3));
+    /* serial, agent port, disks in order, then rng */
+    assert_string_equal(argv_after(argv, "-device", 3),
+                        "virtio-blk-device,drive=d0,serial=capsa-lower");
+    assert_string_equal(argv_after(argv, "-device", 4),
+                        "virtio-blk-device,drive=d1,serial=capsa-upper");
+    assert_string_equal(argv_after(argv, "-device", 5), "virtio-blk-device,drive=d2,serial=u1");
+    assert_string_equal(argv_after(argv, "-device", 6), "virtio-rng-device");
+
+    assert_int_equal(capsa_vm_disk_format_parse("vmdk", &f, &err), 0);
+    assert_int_equal(f, CAPSA_VM_DISK_VMDK);
+    assert_string_equal(capsa_vm_disk_format_name(CAPSA_VM_DISK_QCOW2), "qcow2");
+    assert_int_equal(capsa_vm_disk_format_parse("vdi", &f, &err), -1);
+    assert_non_null(strstr(err.msg, "raw, qcow2 or vmdk"));
 }
 
 static void expect_bad(struct capsa_vm_config *c, const char *needle)
@@ -235,6 +278,22 @@ static void test_config_errors(void **state)
     base_config(&c), c.shares = rel, c.nshares = 1, expect_bad(&c, "shares[0].host_path");
     base_config(&c), c.nshares = 1, expect_bad(&c, "shares");
     base_config(&c), c.accel = (enum capsa_accel)7, expect_bad(&c, "accel");
+    {
+        struct capsa_vm_disk rel_disk[] = {{.path = "rel.img", .serial = "s"}};
+        struct capsa_vm_disk long_serial[] = {{.path = "/a", .serial = "012345678901234567890"}};
+        struct capsa_vm_disk no_serial[] = {{.path = "/a"}};
+        struct capsa_vm_disk dup_serial[] = {{.path = "/a", .serial = "s"},
+                                             {.path = "/b", .serial = "s"}};
+        struct capsa_vm_disk bad_fmt[] = {
+            {.path = "/a", .serial = "s", .format = (enum capsa_vm_disk_format)9}};
+        base_config(&c), c.disks = rel_disk, c.ndisks = 1, expect_bad(&c, "disks[0].path");
+        base_config(&c), c.disks = long_serial, c.ndisks = 1, expect_bad(&c, "disks[0].serial");
+        base_config(&c), c.disks = no_serial, c.ndisks = 1, expect_bad(&c, "disks[0].serial");
+        base_config(&c), c.disks = dup_serial, c.ndisks = 2, expect_bad(&c, "disks[1].serial");
+        base_config(&c), c.disks = bad_fmt, c.ndisks = 1, expect_bad(&c, "disks[0].format");
+        base_config(&c), c.ndisks = 1, expect_bad(&c, "disks");
+        base_config(&c), c.disks = rel_disk, c.ndisks = 9, expect_bad(&c, "disks");
+    }
 }
 
 static void write_file(const char *path, const void *data, size_t n)
@@ -936,6 +995,7 @@ int main(void)
         cmocka_unit_test(test_accel_parse),
         cmocka_unit_test(test_argv_tcg),
         cmocka_unit_test(test_argv_kvm_shares),
+        cmocka_unit_test(test_argv_disks),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_accel_cache),
         cmocka_unit_test(test_kernel_agent_paths),

@@ -1,0 +1,544 @@
+/* rootfs.c - resolve a root source (directory, disk image, OCI image) for capsa_boot (see
+ * rootfs.h): pull policy, upper disks, image config defaults. */
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "image/ref.h"
+#include "lib/rootfs.h"
+
+extern char **environ;
+
+#define MAX_CONFIG_BYTES (8u << 20)
+#define MAX_STRV_ITEMS   4096
+#define MAX_STRV_ITEM    65536
+
+int capsa_pull_policy_parse(const char *s, enum capsa_pull_policy *out, capsa_err *err)
+{
+    if (s && (!strcmp(s, "if-missing") || !strcmp(s, "missing")))
+        *out = CAPSA_PULL_IF_MISSING;
+    else if (s && !strcmp(s, "always"))
+        *out = CAPSA_PULL_ALWAYS;
+    else if (s && !strcmp(s, "never"))
+        *out = CAPSA_PULL_NEVER;
+    else
+        return capsa_err_set(
+            err, EINVAL, "pull policy \"%s\": expected always, if-missing or never", s ? s : "");
+    return 0;
+}
+
+static bool fstype_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 31)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' ||
+              *s == '-'))
+            return false;
+    return true;
+}
+
+static bool is_path(const char *s)
+{
+    return s[0] == '/' || s[0] == '.';
+}
+
+/* "PATH[:format=F][,fstype=T]" */
+static int parse_disk_image_spec(const char *spec, struct capsa_root_disk *out, capsa_err *err)
+{
+    const char *colon = strstr(spec, ":format=");
+    const char *opts = NULL;
+    size_t plen;
+
+    if (!colon)
+        colon = strstr(spec, ":fstype=");
+    plen = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (colon)
+        opts = colon + 1;
+    if (plen == 0 || plen >= sizeof(out->path))
+        return capsa_err_set(err, EINVAL, "root disk \"%s\": expected PATH[:format=..,fstype=..]",
+                             spec);
+    memcpy(out->path, spec, plen);
+    out->path[plen] = '\0';
+    out->kind = CAPSA_ROOT_DISK_DISK_IMAGE;
+    out->format = CAPSA_VM_DISK_RAW;
+    while (opts && *opts) {
+        const char *end = strchrnul(opts, ',');
+        char item[64];
+        size_t n = (size_t)(end - opts);
+        if (n >= sizeof(item))
+            return capsa_err_set(err, EINVAL, "root disk \"%s\": option too long", spec);
+        memcpy(item, opts, n);
+        item[n] = '\0';
+        if (!strncmp(item, "format=", 7)) {
+            if (capsa_vm_disk_format_parse(item + 7, &out->format, err) < 0)
+                return capsa_err_prefix(err, "root disk \"%s\"", spec);
+        } else if (!strncmp(item, "fstype=", 7)) {
+            if (!fstype_ok(item + 7))
+                return capsa_err_set(err, EINVAL,
+                                     "root disk \"%s\": fstype: expected 1-31 characters of "
+                                     "[a-z0-9._-]",
+                                     spec);
+            snprintf(out->fstype, sizeof(out->fstype), "%s", item + 7);
+        } else {
+            return capsa_err_set(err, EINVAL,
+                                 "root disk \"%s\": unknown option \"%s\" (expected format= or "
+                                 "fstype=)",
+                                 spec, item);
+        }
+        opts = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+int capsa_root_disk_parse(const char *spec, struct capsa_root_disk *out, capsa_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!spec || !*spec)
+        return capsa_err_set(err, EINVAL,
+                             "root disk: empty (expected SIZE, tmpfs[:SIZE] or PATH[:format=..])");
+    if (is_path(spec))
+        return parse_disk_image_spec(spec, out, err);
+    if (!strncmp(spec, "tmpfs", 5) && (spec[5] == '\0' || spec[5] == ':')) {
+        out->kind = CAPSA_ROOT_DISK_TMPFS;
+        if (spec[5] == ':' && capsa_parse_size_mib(spec + 6, &out->size_mib, err) < 0)
+            return capsa_err_prefix(err, "root disk \"%s\"", spec);
+        if (spec[5] == ':' && out->size_mib == 0)
+            return capsa_err_set(err, EINVAL, "root disk \"%s\": size must be at least 1M", spec);
+        return 0;
+    }
+    out->kind = CAPSA_ROOT_DISK_MANAGED;
+    if (capsa_parse_size_mib(spec, &out->size_mib, err) < 0)
+        return capsa_err_prefix(err, "root disk \"%s\" (expected SIZE, tmpfs[:SIZE] or PATH)",
+                                spec);
+    if (out->size_mib < 64 || out->size_mib > (16ull << 20))
+        return capsa_err_set(err, EINVAL, "root disk \"%s\": size must be between 64M and 16T",
+                             spec);
+    return 0;
+}
+
+/* ---- image config ---- */
+
+static int strv_from_json(json_t *a, const char *what, char ***out, capsa_err *err)
+{
+    json_t *it;
+    size_t i;
+    char **v;
+
+    *out = NULL;
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > MAX_STRV_ITEMS)
+        return capsa_err_set(err, EINVAL,
+                             "image config: %s: expected an array of at most %d strings", what,
+                             MAX_STRV_ITEMS);
+    v = calloc(json_array_size(a) + 1, sizeof(*v));
+    if (!v)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    json_array_foreach(a, i, it)
+    {
+        const char *s = json_string_value(it);
+        if (!s || strlen(s) != json_string_length(it) || json_string_length(it) > MAX_STRV_ITEM ||
+            !(v[i] = strdup(s))) {
+            capsa_strvfreep(&v);
+            return capsa_err_set(err, EINVAL, "image config: %s[%zu]: expected a string", what, i);
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+static int str_from_json(json_t *s, const char *what, char **out, capsa_err *err)
+{
+    *out = NULL;
+    if (!s || json_is_null(s) || (json_is_string(s) && json_string_length(s) == 0))
+        return 0;
+    if (!json_is_string(s) || strlen(json_string_value(s)) != json_string_length(s) ||
+        json_string_length(s) > 4096)
+        return capsa_err_set(err, EINVAL, "image config: %s: expected a string", what);
+    *out = strdup(json_string_value(s));
+    return *out ? 0 : capsa_err_set(err, ENOMEM, "out of memory");
+}
+
+static int load_image_config(struct capsa_rootfs *r, capsa_err *err)
+{
+    json_error_t je;
+    json_t *j = json_load_file(r->image.config_path, JSON_REJECT_DUPLICATES, &je), *c;
+    int rc = -1;
+
+    if (!j)
+        return capsa_err_set(err, EINVAL, "image config %s: %s (line %d)", r->image.config_path,
+                             je.text, je.line);
+    c = json_object_get(j, "config");
+    if (c && !json_is_null(c) && !json_is_object(c)) {
+        capsa_err_set(err, EINVAL, "image config %s: config: expected an object",
+                      r->image.config_path);
+        goto out;
+    }
+    if (strv_from_json(json_object_get(c, "Env"), "Env", &r->env, err) < 0 ||
+        strv_from_json(json_object_get(c, "Entrypoint"), "Entrypoint", &r->entrypoint, err) < 0 ||
+        strv_from_json(json_object_get(c, "Cmd"), "Cmd", &r->cmd, err) < 0 ||
+        str_from_json(json_object_get(c, "WorkingDir"), "WorkingDir", &r->workdir, err) < 0 ||
+        str_from_json(json_object_get(c, "User"), "User", &r->user, err) < 0)
+        goto out;
+    for (char **e = r->env; e && *e; e++)
+        if (!strchr(*e, '=') || **e == '=') {
+            capsa_err_set(err, EINVAL, "image config: Env: \"%.64s\" is not KEY=VALUE", *e);
+            goto out;
+        }
+    if (r->workdir && r->workdir[0] != '/') {
+        capsa_err_set(err, EINVAL, "image config: WorkingDir \"%.64s\" is not absolute",
+                      r->workdir);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(j);
+    return rc;
+}
+
+/* ---- upper disk ---- */
+
+int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, capsa_err *err)
+{
+    static const char *const mkfs[] = {"mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
+    char *argv[] = {"mkfs.ext4",
+                    "-q",
+                    "-F",
+                    "-m",
+                    "0",
+                    "-E",
+                    "root_owner=0:0,nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+                    (char *)path,
+                    NULL};
+    _cleanup_close_ int fd = -1;
+    posix_spawn_file_actions_t fa;
+    char msg[1024] = "";
+    size_t got = 0;
+    int pipefd[2], status, rc = ENOENT;
+    pid_t pid = -1;
+
+    if (size_mib == 0)
+        size_mib = CAPSA_ROOT_DISK_DEFAULT_MIB;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return capsa_err_set(err, errno, "root disk %s: %s", path, strerror(errno));
+    if (ftruncate(fd, (off_t)(size_mib << 20)) < 0) {
+        int e = errno;
+        unlink(path);
+        return capsa_err_set(err, e, "root disk %s: size %llu MiB: %s", path,
+                             (unsigned long long)size_mib, strerror(e));
+    }
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        int e = errno;
+        unlink(path);
+        return capsa_err_set(err, e, "pipe: %s", strerror(e));
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    for (size_t i = 0; i < ARRAY_SIZE(mkfs) && rc == ENOENT; i++)
+        rc = i == 0 ? posix_spawnp(&pid, mkfs[i], &fa, NULL, argv, environ)
+                    : posix_spawn(&pid, mkfs[i], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    if (rc != 0) {
+        close(pipefd[0]);
+        unlink(path);
+        return capsa_err_set(err, rc, "mkfs.ext4: %s (install e2fsprogs)", strerror(rc));
+    }
+    for (;;) {
+        char buf[512];
+        ssize_t n = read(pipefd[0], buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (got + 1 < sizeof(msg)) {
+            size_t k = (size_t)n < sizeof(msg) - 1 - got ? (size_t)n : sizeof(msg) - 1 - got;
+            memcpy(msg + got, buf, k);
+            got += k;
+        }
+    }
+    close(pipefd[0]);
+    msg[got] = '\0';
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            status = -1;
+            break;
+        }
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        unlink(path);
+        for (char *p = msg; *p; p++)
+            if (*p == '\n')
+                *p = ' ';
+        return capsa_err_set(err, EIO, "mkfs.ext4 %s failed (status %d): %s", path, status, msg);
+    }
+    return 0;
+}
+
+/* ---- resolve ---- */
+
+static void add_disk(struct capsa_rootfs *r, const char *path, enum capsa_vm_disk_format f,
+                     bool readonly, const char *serial)
+{
+    size_t i = r->ndisks++;
+    snprintf(r->disk_paths[i], sizeof(r->disk_paths[i]), "%s", path);
+    r->disks[i] = (struct capsa_vm_disk){
+        .path = r->disk_paths[i], .format = f, .readonly = readonly, .serial = serial};
+}
+
+static enum capsa_vm_disk_format format_from_name(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (dot && !strcmp(dot, ".qcow2"))
+        return CAPSA_VM_DISK_QCOW2;
+    if (dot && !strcmp(dot, ".vmdk"))
+        return CAPSA_VM_DISK_VMDK;
+    return CAPSA_VM_DISK_RAW;
+}
+
+static int resolve_path(const struct capsa_rootfs_spec *spec, struct capsa_rootfs *r,
+                        capsa_err *err)
+{
+    struct stat st;
+    enum capsa_vm_disk_format f;
+
+    if (!realpath(spec->source, r->dir) || stat(r->dir, &st) < 0)
+        return capsa_err_set(err, errno, "root '%s': %s", spec->source, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        r->kind = CAPSA_ROOTFS_DIR;
+        r->root = json_pack("{s:s, s:s}", "kind", "9p", "tag", "capsa.root");
+        return r->root ? 0 : capsa_err_set(err, ENOMEM, "out of memory");
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return capsa_err_set(err, EINVAL, "root '%s': expected a directory or a disk image file",
+                             spec->source);
+    r->kind = CAPSA_ROOTFS_DISK;
+    f = format_from_name(r->dir);
+    if (spec->disk_format && capsa_vm_disk_format_parse(spec->disk_format, &f, err) < 0)
+        return capsa_err_prefix(err, "root '%s'", spec->source);
+    if (spec->disk_fstype && !fstype_ok(spec->disk_fstype))
+        return capsa_err_set(err, EINVAL,
+                             "root fstype \"%s\": expected 1-31 characters of [a-z0-9._-]",
+                             spec->disk_fstype);
+    add_disk(r, r->dir, f, false, CAPSA_SERIAL_ROOT);
+    r->dir[0] = '\0';
+    r->root = json_pack("{s:s, s:s}", "kind", "disk", "serial", CAPSA_SERIAL_ROOT);
+    if (r->root && spec->disk_fstype)
+        json_object_set_new(r->root, "fstype", json_string(spec->disk_fstype));
+    return r->root ? 0 : capsa_err_set(err, ENOMEM, "out of memory");
+}
+
+static int find_image(const struct capsa_rootfs_spec *spec, struct capsa_image_info *info,
+                      capsa_err *err)
+{
+    struct capsa_image_pull_opts po = {0};
+    capsa_err e = {0};
+
+    if (spec->pull)
+        po = *spec->pull;
+    if (spec->pull_policy != CAPSA_PULL_ALWAYS) {
+        if (capsa_image_lookup(spec->source, info, &e) == 0)
+            return 0;
+        if (e.code != ENOENT) {
+            *err = e;
+            return -1;
+        }
+        if (spec->pull_policy == CAPSA_PULL_NEVER)
+            return capsa_err_set(err, ENOENT,
+                                 "image %s is not in the local store and the pull policy is "
+                                 "never (run capsa pull %s, or use --pull if-missing)",
+                                 spec->source, spec->source);
+    } else {
+        po.refresh = true;
+    }
+    if (capsa_image_pull(spec->source, &po, info, err) < 0)
+        return capsa_err_prefix(err, "pulling %s", spec->source);
+    return 0;
+}
+
+static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_rootfs *r,
+                         capsa_err *err)
+{
+    static const struct capsa_root_disk managed = {.kind = CAPSA_ROOT_DISK_MANAGED};
+    const struct capsa_root_disk *rd = spec->root_disk ? spec->root_disk : &managed;
+    struct capsa_image_ref ref;
+    json_t *upper = NULL;
+
+    r->kind = CAPSA_ROOTFS_IMAGE;
+    if (find_image(spec, &r->image, err) < 0)
+        return -1;
+    /* pin: everything below uses the manifest digest, never the tag again */
+    if (capsa_image_ref_parse(r->image.reference, &ref, NULL) == 0) {
+        ref.tag[0] = '\0';
+        snprintf(ref.digest, sizeof(ref.digest), "%s", r->image.manifest_digest);
+        capsa_image_ref_format(&ref, r->pinned, sizeof(r->pinned));
+    } else {
+        snprintf(r->pinned, sizeof(r->pinned), "%s", r->image.manifest_digest);
+    }
+    if (load_image_config(r, err) < 0)
+        return -1;
+    add_disk(r, r->image.disk, CAPSA_VM_DISK_RAW, true, CAPSA_SERIAL_LOWER);
+
+    switch (rd->kind) {
+    case CAPSA_ROOT_DISK_MANAGED: {
+        struct stat st;
+        if (!spec->state_dir || spec->state_dir[0] != '/')
+            return capsa_err_set(err, EINVAL,
+                                 "root disk: a managed upper needs an absolute state directory");
+        if (snprintf(r->upper_path, sizeof(r->upper_path), "%s/upper.ext4", spec->state_dir) >=
+            (int)sizeof(r->upper_path))
+            return capsa_err_set(err, ENAMETOOLONG, "root disk: %s: path too long",
+                                 spec->state_dir);
+        if (stat(r->upper_path, &st) < 0) {
+            if (errno != ENOENT)
+                return capsa_err_set(err, errno, "root disk %s: %s", r->upper_path,
+                                     strerror(errno));
+            if (capsa_rootfs_make_upper(r->upper_path, rd->size_mib, err) < 0)
+                return -1;
+            r->upper_created = true;
+        } else if (!S_ISREG(st.st_mode)) {
+            return capsa_err_set(err, EINVAL, "root disk %s: not a regular file", r->upper_path);
+        }
+        add_disk(r, r->upper_path, CAPSA_VM_DISK_RAW, false, CAPSA_SERIAL_UPPER);
+        upper = json_pack("{s:s, s:s}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4");
+        break;
+    }
+    case CAPSA_ROOT_DISK_TMPFS:
+        upper = json_pack("{s:b}", "tmpfs", 1);
+        if (upper && rd->size_mib)
+            json_object_set_new(upper, "size_mib", json_integer((json_int_t)rd->size_mib));
+        break;
+    case CAPSA_ROOT_DISK_DISK_IMAGE: {
+        char abs[PATH_MAX];
+        struct stat st;
+        if (!realpath(rd->path, abs) || stat(abs, &st) < 0)
+            return capsa_err_set(err, errno, "root disk %s: %s", rd->path, strerror(errno));
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+            return capsa_err_set(err, EINVAL, "root disk %s: not a disk image file", rd->path);
+        add_disk(r, abs, rd->format, false, CAPSA_SERIAL_UPPER);
+        upper = json_pack("{s:s, s:s}", "serial", CAPSA_SERIAL_UPPER, "fstype",
+                          rd->fstype[0] ? rd->fstype : "ext4");
+        break;
+    }
+    }
+    if (!upper)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    r->root = json_pack("{s:s, s:{s:s, s:s}, s:o}", "kind", "overlay", "lower", "serial",
+                        CAPSA_SERIAL_LOWER, "fstype", "erofs", "upper", upper);
+    return r->root ? 0 : capsa_err_set(err, ENOMEM, "out of memory");
+}
+
+int capsa_rootfs_resolve(const struct capsa_rootfs_spec *spec, struct capsa_rootfs *out,
+                         capsa_err *err)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!spec || !spec->source || !*spec->source)
+        return capsa_err_set(err, EINVAL, "root: no root directory, disk image or image given");
+    rc = is_path(spec->source) ? resolve_path(spec, out, err) : resolve_image(spec, out, err);
+    if (rc < 0) {
+        if (out->upper_created)
+            unlink(out->upper_path);
+        capsa_rootfs_release(out);
+    }
+    return rc;
+}
+
+void capsa_rootfs_release(struct capsa_rootfs *r)
+{
+    if (!r)
+        return;
+    json_decref(r->root);
+    r->root = NULL;
+    capsa_strvfreep(&r->env);
+    capsa_strvfreep(&r->entrypoint);
+    capsa_strvfreep(&r->cmd);
+    r->env = r->entrypoint = r->cmd = NULL;
+    free(r->workdir);
+    free(r->user);
+    r->workdir = r->user = NULL;
+}
+
+static size_t strv_len(char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
+int capsa_rootfs_command(const struct capsa_rootfs *r, char *const *override, char ***argv,
+                         capsa_err *err)
+{
+    char *const *tail = override && override[0] ? override : r->cmd;
+    size_t ne = strv_len(r->entrypoint), nt = strv_len(tail), k = 0;
+    char **v;
+
+    *argv = NULL;
+    if (ne + nt == 0)
+        return capsa_err_set(err, ENOENT,
+                             "no command: the image %s defines neither Entrypoint nor Cmd; give "
+                             "one after --",
+                             r->image.reference[0] ? r->image.reference : "root");
+    v = calloc(ne + nt + 1, sizeof(*v));
+    if (!v)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < ne; i++)
+        if (!(v[k++] = strdup(r->entrypoint[i])))
+            goto oom;
+    for (size_t i = 0; i < nt; i++)
+        if (!(v[k++] = strdup(tail[i])))
+            goto oom;
+    *argv = v;
+    return 0;
+oom:
+    capsa_strvfreep(&v);
+    return capsa_err_set(err, ENOMEM, "out of memory");
+}
+
+char **capsa_env_merge(char *const *base, char *const *over)
+{
+    size_t nb = strv_len(base), no = strv_len(over), n = 0;
+    char **v = calloc(nb + no + 1, sizeof(*v));
+
+    if (!v)
+        return NULL;
+    for (size_t pass = 0; pass < 2; pass++) {
+        char *const *src = pass ? over : base;
+        for (size_t i = 0; src && src[i]; i++) {
+            const char *eq = strchr(src[i], '=');
+            size_t kl = eq ? (size_t)(eq - src[i]) : strlen(src[i]);
+            size_t j;
+            for (j = 0; j < n; j++)
+                if (!strncmp(v[j], src[i], kl) && v[j][kl] == '=')
+                    break;
+            char *dup = strdup(src[i]);
+            if (!dup) {
+                capsa_strvfreep(&v);
+                return NULL;
+            }
+            if (j < n) {
+                free(v[j]);
+                v[j] = dup;
+            } else {
+                v[n++] = dup;
+            }
+        }
+    }
+    return v;
+}
