@@ -1050,6 +1050,56 @@ static void test_msg_parsers(void **state)
     s = "{\"hostname\":\"bad host\"}";
     assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), -1);
 
+    /* block-device roots */
+    s = "{\"version\":1,\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"capsa-lower\"},"
+        "\"upper\":{\"serial\":\"capsa-upper\",\"fstype\":\"xfs\"}}}";
+    assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
+    assert_int_equal(b.root_kind, AGENT_ROOT_OVERLAY);
+    assert_string_equal(b.root_lower.serial, "capsa-lower");
+    assert_string_equal(b.root_lower.fstype, "erofs"); /* default */
+    assert_string_equal(b.root_upper.serial, "capsa-upper");
+    assert_string_equal(b.root_upper.fstype, "xfs");
+    assert_false(b.root_upper_tmpfs);
+    agent_boot_free(&b);
+    s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\",\"fstype\":\"erofs\"},"
+        "\"upper\":{\"tmpfs\":true,\"size_mib\":128}}}";
+    assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
+    assert_true(b.root_upper_tmpfs);
+    assert_int_equal(b.root_upper_size_mib, 128);
+    assert_null(b.root_upper.serial);
+    agent_boot_free(&b);
+    s = "{\"root\":{\"kind\":\"disk\",\"serial\":\"capsa-root\"}}";
+    assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
+    assert_int_equal(b.root_kind, AGENT_ROOT_DISK);
+    assert_string_equal(b.root_dev.serial, "capsa-root");
+    assert_null(b.root_dev.fstype); /* probed in the guest */
+    agent_boot_free(&b);
+    static const struct {
+        const char *json, *needle;
+    } bad[] = {
+        {"{\"root\":{\"kind\":\"overlay\",\"upper\":{\"tmpfs\":true}}}", "root.lower"},
+        {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"}}}", "root.upper"},
+        {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},\"upper\":{\"tmpfs\":"
+         "true,\"serial\":\"u\"}}}",
+         "root.upper"},
+        {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},\"upper\":{\"tmpfs\":"
+         "true,\"size_mib\":0}}}",
+         "size_mib"},
+        {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"../x\"},\"upper\":{\"tmpfs\":"
+         "true}}}",
+         "root.lower.serial"},
+        {"{\"root\":{\"kind\":\"disk\",\"serial\":\"012345678901234567890\"}}", "root.serial"},
+        {"{\"root\":{\"kind\":\"disk\",\"serial\":\"r\",\"fstype\":\"ext4,rw\"}}", "root.fstype"},
+        {"{\"root\":{\"kind\":\"disk\"}}", "serial"},
+        {"{\"root\":{\"kind\":\"nfs\"}}", "overlay, disk"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(agent_parse_boot(bad[i].json, strlen(bad[i].json), &b, &err), -1);
+        if (!strstr(err.msg, bad[i].needle))
+            fail_msg("boot %s: error \"%s\" does not mention %s", bad[i].json, err.msg,
+                     bad[i].needle);
+    }
+
     agent_utf8_fix(u8);
     assert_string_equal(u8, "ok?\xc3\xa9??");
 }

@@ -45,6 +45,9 @@ static const char run_help[] =
     "are terminals the command gets a pseudo-terminal; press ctrl-] to detach.\n"
     "\n"
     "Options:\n"
+    "  -n, --name NAME      use (creating or starting it) the named sandbox NAME, which\n"
+    "                       keeps running afterwards; see capsa create --help\n"
+    "  -d, --detach         run COMMAND in the background in a named sandbox, print its name\n"
     "  --rootfs DIR         host directory to boot as the root filesystem\n"
     "      --pull POLICY    if-missing (default), always (resolve the tag again), never\n"
     "      --insecure       allow plain http and unverified TLS for the image's registry\n"
@@ -344,6 +347,12 @@ static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
     rs.state_dir = run_dir; /* ephemeral: the upper goes with the run directory */
     if (capsa_rootfs_resolve(&rs, &root, &err) < 0) {
         cli_fail("run: %s", err.msg);
+        return -1;
+    }
+    if (root.kind != CAPSA_ROOTFS_IMAGE && o->root_disk_set) {
+        cli_fail("run: --root-disk applies to images only ('%s' is a %s)", o->rootfs,
+                 root.kind == CAPSA_ROOTFS_DIR ? "directory" : "disk image");
+        capsa_rootfs_release(&root);
         return -1;
     }
     if (root.kind == CAPSA_ROOTFS_IMAGE) {

@@ -700,7 +700,7 @@ int cmd_run_named(int argc, char **argv)
         json_decref(args);
         json_decref(res);
         if (r < 0) {
-            r = cli_fail("run: %s", err.msg);
+            r = cli_fail("run: '%s' in %s: %s", o.x.cmd[0], o.name, err.msg);
             goto out_r;
         }
         printf("%s\n", o.name);

@@ -317,7 +317,8 @@ static int resolve_path(const struct capsa_rootfs_spec *spec, struct capsa_rootf
     enum capsa_vm_disk_format f;
 
     if (!realpath(spec->source, r->dir) || stat(r->dir, &st) < 0)
-        return capsa_err_set(err, errno, "root '%s': %s", spec->source, strerror(errno));
+        return capsa_err_set(err, errno, "root '%s': not a directory or disk image file (%s)",
+                             spec->source, strerror(errno));
     if (S_ISDIR(st.st_mode)) {
         r->kind = CAPSA_ROOTFS_DIR;
         r->root = json_pack("{s:s, s:s}", "kind", "9p", "tag", "capsa.root");

@@ -225,14 +225,16 @@ static void test_pull_never_missing(void **state)
 
     spec.source = "127.0.0.1:1/test/absent:latest";
     spec.pull_policy = CAPSA_PULL_NEVER;
-    spec.state_dir = tmp;
+    char sdir[400], upper[500];
+    snprintf(sdir, sizeof(sdir), "%s/state", tmp);
+    mkdir(sdir, 0700);
+    spec.state_dir = sdir;
     assert_int_equal(capsa_rootfs_resolve(&spec, &r, &err), -1);
     assert_int_equal(err.code, ENOENT);
     assert_non_null(strstr(err.msg, "not in the local store"));
     assert_non_null(strstr(err.msg, "never"));
     /* nothing was created for it */
-    char upper[400];
-    snprintf(upper, sizeof(upper), "%s/upper.ext4", tmp);
+    snprintf(upper, sizeof(upper), "%s/upper.ext4", sdir);
     assert_int_equal(access(upper, F_OK), -1);
     spec.source = "UPPER/Case:bad";
     assert_int_equal(capsa_rootfs_resolve(&spec, &r, &err), -1);

@@ -219,6 +219,9 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
         if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || dup2(pfd[1], 3) < 0)
             _exit(126);
         close_range(4, ~0u, 0);
+        /* /proc/self/exe: the very binary running now, even if its file was replaced */
+        if (!exe_env || !*exe_env)
+            execve("/proc/self/exe", argv, envp);
         execve(exe, argv, envp);
         _exit(127);
     }

@@ -58,6 +58,7 @@ struct stream {
     bool exec;
     bool detached;
     bool fs_write_open;
+    uint64_t spawn_serial; /* detached: client waiting for the spawn result (0: none) */
 };
 
 struct sup {
@@ -242,7 +243,7 @@ static void begin_stop(struct sup *s, enum capsa_run_reason reason, bool force, 
             log_error("recording stopping: %s", err.msg);
         s->stopping = true;
         s->stop_reason = reason;
-        s->stop_grace_ms = grace_ms;
+        s->stop_grace_ms = force ? 0 : grace_ms;
         log_info("stopping (%s, %s)", capsa_run_reason_name(reason),
                  force ? "kill now" : "graceful");
         if (!force) {
@@ -420,8 +421,8 @@ static void ctl_spawn(struct sup *s, struct client *cl, json_t *req)
     }
     log_info("spawned detached command %s (stream %u)", json_string_value(json_array_get(argv, 0)),
              st->agent_id);
-    send_json_to_client(cl, 0, CAPSA_MSG_CTL_RESULT,
-                        json_pack("{s:b, s:I}", "ok", 1, "stream", (json_int_t)st->agent_id));
+    /* the reply waits for exec.started / exec.failed (on_agent_frame) */
+    st->spawn_serial = cl->serial;
 out:
     json_decref(start);
 }
@@ -620,6 +621,26 @@ static void on_agent_frame(struct sup *s, const struct capsa_frame_hdr *h, const
     if (st->cl) {
         send_to_client(st->cl, st->client_id, h->type, h->flags, p, h->len);
     } else if (st->detached) {
+        struct client *waiter = st->spawn_serial ? client_by_serial(s, st->spawn_serial) : NULL;
+        if (h->type == CAPSA_MSG_EXEC_STARTED || ends)
+            st->spawn_serial = 0;
+        if (waiter && h->type == CAPSA_MSG_EXEC_STARTED) {
+            json_t *j = capsa_agentc_parse_json(p, h->len, NULL);
+            json_t *pid = j ? json_object_get(j, "pid") : NULL;
+            send_json_to_client(waiter, 0, CAPSA_MSG_CTL_RESULT,
+                                json_pack("{s:b, s:I, s:I}", "ok", 1, "stream",
+                                          (json_int_t)st->agent_id, "pid",
+                                          json_is_integer(pid) ? json_integer_value(pid) : 0));
+            json_decref(j);
+        } else if (waiter && ends) {
+            json_t *j = capsa_agentc_parse_json(p, h->len, NULL);
+            const char *m = j ? json_string_value(json_object_get(j, "message")) : NULL;
+            char msg[600];
+            snprintf(msg, sizeof(msg), "spawn: the command could not start: %.500s",
+                     m ? m : "(no message)");
+            ctl_reply_error(waiter, msg);
+            json_decref(j);
+        }
         if (h->type == CAPSA_MSG_STDOUT || h->type == CAPSA_MSG_STDERR)
             exec_log_write(s, p, h->len);
         else if (ends)

@@ -4,6 +4,7 @@
 # lifecycle timers, listing formats, label selectors, concurrency. Boots are expensive, so most
 # cases share one sandbox ("shared") created in setup_file; cases run in file order.
 load helpers
+bats_require_minimum_version 1.5.0
 
 setup_file() {
   capsa_home_setup
@@ -24,11 +25,7 @@ teardown_file() {
   done
   # and any supervisor of this CAPSA_HOME that survived (QEMU dies with it)
   local p
-  for p in $(pgrep -f "capsa __supervisor"); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "CAPSA_HOME=$CAPSA_HOME"; then
-      kill -9 "$p" 2>/dev/null || true
-    fi
-  done
+  for p in $(sup_pids); do kill -9 "$p" 2>/dev/null || true; done
 }
 
 # status NAME -> the sandbox's status from `ls --format json`
@@ -45,9 +42,19 @@ wait_status() {
   return 1
 }
 
+# capsa with a time limit (boots are slow under TCG)
+tcapsa() { timeout 600 "$CAPSA_BIN" "$@"; }
 last_reason() { capsa inspect "$1" | jq -r '.runs[-1].termination_reason'; }
 sup_pid() { capsa ps --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .pid'; }
 qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
+# supervisors of this CAPSA_HOME
+sup_pids() {
+  local p
+  for p in $(pgrep -f "capsa __supervisor"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "CAPSA_HOME=$CAPSA_HOME" && echo "$p"
+  done
+  return 0
+}
 
 @test "create prints the name and leaves the sandbox running" {
   grep -qx shared "$BATS_FILE_TMPDIR/create.out"
@@ -66,9 +73,9 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   [ "$output" = "hello from shared" ]
   run capsa exec shared -- sh -c 'exit 7'
   [ "$status" -eq 7 ]
-  run capsa exec shared -- /no/such/program
+  run -127 capsa exec shared -- /no/such/program
   [ "$status" -eq 127 ]
-  run capsa exec shared -- /opt/noexec.sh
+  run -126 capsa exec shared -- /opt/noexec.sh
   [ "$status" -eq 126 ]
   run capsa exec shared -- sh -c 'kill -9 $$'
   [ "$status" -eq 137 ]
@@ -89,7 +96,7 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   [ "$(cat "$BATS_TEST_TMPDIR/1")" = one ]
   [ "$(cat "$BATS_TEST_TMPDIR/2")" = two ]
   # a client killed mid-command: the guest process dies with its connection
-  capsa exec shared -- sh -c 'echo $$ >/tmp/victim.pid; exec sleep 300' &
+  "$CAPSA_BIN" exec shared -- sh -c 'echo $$ >/tmp/victim.pid; exec sleep 300' &
   cpid=$!
   for i in $(seq 50); do capsa exec shared -- test -s /tmp/victim.pid && break; sleep 0.2; done
   kill -9 "$cpid"
@@ -120,6 +127,10 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   run capsa exec shared -- cat /tmp/detached
   [ "$output" = detached-out ]
   grep -q to-log "$CAPSA_HOME/sandboxes/shared/exec.log"
+  # a detached command that cannot start is reported
+  run capsa run -d --name shared "$ROOTFS" -- /no/such/program
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"could not start"*"/no/such/program"* ]]
 }
 
 @test "ls, ps and inspect: tables and JSON" {
@@ -182,7 +193,7 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   run capsa start --label team=red
   [ "$status" -eq 0 ]
   [ "$(status_of shared)" = stopped ]
-  run timeout 600 capsa start --label team=blue
+  run tcapsa start --label team=blue
   [ "$status" -eq 0 ]
   [ "$(status_of shared)" = running ]
   run capsa exec shared -- echo back
@@ -197,7 +208,7 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   [ "$(status_of shared)" = crashed ]
   capsa ls --format json | jq -e '.[0].last_error | test("supervisor")'
   [ "$(last_reason shared)" = internal_error ]
-  run timeout 600 capsa start shared
+  run tcapsa start shared
   [ "$status" -eq 0 ]
   [ "$(status_of shared)" = running ]
   [ "$(capsa inspect shared | jq -r .last_error)" = null ]
@@ -215,13 +226,13 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
 
 @test "exec on a crashed/stopped sandbox starts it, runs, and stops it again" {
   runs_before=$(capsa inspect shared | jq '.runs | length')
-  run timeout 600 capsa exec shared -- sh -c 'echo temp; exit 5'
+  run tcapsa exec shared -- sh -c 'echo temp; exit 5'
   [ "$status" -eq 5 ]
   [ "$output" = temp ]
   [ "$(status_of shared)" = stopped ]
   [ "$(capsa inspect shared | jq '.runs | length')" -eq $((runs_before + 1)) ]
   # even when the command cannot run
-  run timeout 600 capsa exec shared -- /no/such/program
+  run -127 tcapsa exec shared -- /no/such/program
   [ "$status" -eq 127 ]
   [ "$(status_of shared)" = stopped ]
   # invalid options fail before any start
@@ -231,12 +242,12 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
 }
 
 @test "create --replace replaces an existing sandbox" {
-  old_id=$(capsa inspect shared | jq .id)
-  run timeout 600 capsa create --replace --name shared -m 128M --label team=green "$ROOTFS"
+  old_created=$(capsa inspect shared | jq -r .created_at)
+  run tcapsa create --replace --name shared -m 128M --label team=green "$ROOTFS"
   [ "$status" -eq 0 ]
   [ "$(status_of shared)" = running ]
-  capsa inspect shared | jq -e --argjson old "$old_id" '.id != $old and .labels.team == "green"
-    and (.runs | length) == 1'
+  capsa inspect shared | jq -e --arg old "$old_created" '.created_at != $old and
+    .labels.team == "green" and (.runs | length) == 1'
 }
 
 @test "stop -f kills at once; rm -f removes a running sandbox with its files" {
@@ -244,7 +255,7 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   [ "$status" -eq 0 ]
   [ "$(status_of shared)" = stopped ]
   capsa inspect shared | jq -e '.runs[-1].termination_detail | test("forced")'
-  run timeout 600 capsa start shared
+  run tcapsa start shared
   [ "$status" -eq 0 ]
   run capsa rm -f shared
   [ "$status" -eq 0 ]
@@ -257,7 +268,7 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
 }
 
 @test "--max-duration stops the sandbox when it expires" {
-  run timeout 600 capsa create --name maxdur -m 128M --max-duration 4s "$ROOTFS"
+  run tcapsa create --name maxdur -m 128M --max-duration 4s "$ROOTFS"
   [ "$status" -eq 0 ]
   wait_status maxdur stopped 40
   [ "$(last_reason maxdur)" = max_duration_exceeded ]
@@ -265,7 +276,7 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
 }
 
 @test "--idle-timeout stops an idle sandbox; touch and running commands postpone it" {
-  run timeout 600 capsa create --name idle -m 128M --idle-timeout 6s "$ROOTFS"
+  run tcapsa create --name idle -m 128M --idle-timeout 6s "$ROOTFS"
   [ "$status" -eq 0 ]
   sleep 3
   capsa touch idle
@@ -283,14 +294,20 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
 }
 
 @test "ephemeral capsa run leaves no row, directory or process" {
-  run timeout 600 capsa run --no-tty -m 128M "$ROOTFS" -- echo ephemeral
+  # compare with what exists before (other sandboxes may run when cases are filtered)
+  rows=$(capsa ls -q)
+  dirs=$(ls -A "$CAPSA_HOME/sandboxes" 2>/dev/null || true)
+  runs=$(ls -A "$CAPSA_HOME/run")
+  qemus=$(qemu_procs)
+  sups=$(sup_pids | wc -l)
+  run --separate-stderr tcapsa run --no-tty -m 128M "$ROOTFS" -- echo ephemeral
   [ "$status" -eq 0 ]
   [ "$output" = ephemeral ]
-  [ -z "$(capsa ls -q)" ]
-  [ -z "$(ls -A "$CAPSA_HOME/sandboxes" 2>/dev/null)" ]
-  [ -z "$(ls -A "$CAPSA_HOME/run")" ]
-  [ "$(qemu_procs)" -eq 0 ]
-  ! pgrep -f "capsa __supervisor" -a | grep -q "$CAPSA_HOME"
+  [ "$(capsa ls -q)" = "$rows" ]
+  [ "$(ls -A "$CAPSA_HOME/sandboxes" 2>/dev/null || true)" = "$dirs" ]
+  [ "$(ls -A "$CAPSA_HOME/run")" = "$runs" ]
+  [ "$(qemu_procs)" -eq "$qemus" ]
+  [ "$(sup_pids | wc -l)" -eq "$sups" ]
 }
 
 @test "20 sandboxes created concurrently from 4 processes all run, then are removed" {
@@ -308,12 +325,18 @@ qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
   wait
   [ ! -e "$BATS_TEST_TMPDIR/failures" ] || { cat "$BATS_TEST_TMPDIR/failures"; false; }
   [ "$(capsa ls --label conc=yes --format json | jq '[.[] | select(.status == "running")] | length')" -eq 20 ]
-  [ "$(capsa ls -q --running | wc -l)" -eq 20 ]
+  [ "$(capsa ls -q --running --label conc=yes | wc -l)" -eq 20 ]
   [ "$(printf '%s' "$(capsa ls -q | grep c4-5)" | wc -c)" -eq 128 ]
   run capsa exec "${long}c4-5" -- echo long-name-ok
   [ "$output" = long-name-ok ]
-  run timeout 600 capsa rm -f --label conc=yes
+  run tcapsa rm -f --label conc=yes
   [ "$status" -eq 0 ]
-  [ -z "$(capsa ls -q)" ]
-  [ "$(qemu_procs)" -eq 0 ]
+  [ -z "$(capsa ls -q --label conc=yes)" ]
+  for n in $(seq 4); do [ ! -e "$CAPSA_HOME/sandboxes/c$n-1" ]; done
+  for p in $(sup_pids); do
+    if tr '\0' ' ' <"/proc/$p/cmdline" | grep -qE "__supervisor (c[1-4]-|L+c4-5)"; then
+      echo "supervisor $p is left" >&2
+      false
+    fi
+  done
 }

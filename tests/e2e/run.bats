@@ -145,3 +145,12 @@ crun() { timeout 300 "$CAPSA_BIN" run --no-tty "$ROOTFS" -- "$@"; }
   [ "$status" -eq 0 ]
   [[ "$output" == *"exec n=20"* ]]
 }
+
+@test "cpus and memory reach the guest" {
+  run timeout 300 "$CAPSA_BIN" run --no-tty -c 2 -m 300M "$ROOTFS" -- \
+    sh -c 'echo "cpus=$(nproc) mem_kb=$(awk "/MemTotal/ {print \$2}" /proc/meminfo)"'
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"cpus=2 "* ]]
+  kb=$(echo "$output" | sed -n 's/.*mem_kb=\([0-9]*\).*/\1/p')
+  [ "$kb" -gt 250000 ] && [ "$kb" -le 307200 ]
+}
