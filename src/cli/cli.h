@@ -32,6 +32,12 @@ int cmd_exec(int argc, char **argv);
 int cmd_ping(int argc, char **argv);
 int cmd_touch(int argc, char **argv);
 int cmd_supervisor(int argc, char **argv);
+/* cmd_logs.c: logs and metrics */
+int cmd_logs(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
+/* cmd_install.c: command shims */
+int cmd_install(int argc, char **argv);
+int cmd_uninstall(int argc, char **argv);
 
 /* Print "capsa: error: MSG" to stderr; returns exit status 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -123,9 +123,10 @@ static const char image_help[] =
     "Commands:\n"
     "  ls [--format table|json] [-q]       list pulled images (-q: references only)\n"
     "  inspect REF [--format text|json]    show an image's manifest, layers, config and disk\n"
-    "  rm REF... [-q]                      remove references; an image's disk, manifest,\n"
+    "  rm REF... [-q] [-f]                 remove references; an image's disk, manifest,\n"
     "                                      config and the layers no other image uses go\n"
-    "                                      with its last reference\n"
+    "                                      with its last reference; one a sandbox was\n"
+    "                                      created from is kept unless -f is given\n"
     "\n"
     "REF is a reference as given to `capsa pull` (busybox means\n"
     "docker.io/library/busybox:latest) or a manifest digest (sha256:...).\n"
@@ -346,20 +347,37 @@ static int image_inspect(int argc, char **argv)
     return 0;
 }
 
+/* How many sandboxes were created from the reference (their stored image_ref). */
+static int image_sandbox_users(const char *ref, size_t *n, capsa_err *err)
+{
+    _cleanup_(capsa_store_closep) struct capsa_store *st = NULL;
+    char canon[CAPSA_REF_MAX + 80];
+
+    *n = 0;
+    if (capsa_image_canonical(ref, canon, sizeof(canon), err) < 0 ||
+        capsa_store_open(NULL, &st, err) < 0 ||
+        capsa_store_image_users(st, canon, n, NULL, err) < 0)
+        return -1;
+    return 0;
+}
+
 static int image_rm(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"quiet", no_argument, NULL, 'q'},
+        {"force", no_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool quiet = false;
+    bool quiet = false, force = false;
     int c, rc = 0;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qfh", longopts, NULL)) != -1) {
         if (c == 'q') {
             quiet = true;
+        } else if (c == 'f') {
+            force = true;
         } else if (c == 'h') {
             fputs(image_help, stdout);
             return 0;
@@ -372,6 +390,16 @@ static int image_rm(int argc, char **argv)
         return cli_fail("image rm: expected at least one REF");
     for (int i = optind; i < argc; i++) {
         capsa_err err = {0};
+        size_t users = 0;
+        if (!force && image_sandbox_users(argv[i], &users, &err) < 0) {
+            rc = cli_fail("image rm %s: %s", argv[i], err.msg);
+            continue;
+        }
+        if (users) {
+            rc = cli_fail("image rm %s: used by %zu sandbox(es) (remove them first, or use -f)",
+                          argv[i], users);
+            continue;
+        }
         if (capsa_image_remove(argv[i], &err) < 0)
             rc = cli_fail("image rm %s: %s", argv[i], err.msg);
         else if (!quiet)

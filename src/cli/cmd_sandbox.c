@@ -9,11 +9,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "conf/conf.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -25,9 +27,11 @@
 #include "supervisor/sandbox.h"
 #include "supervisor/supervisor.h"
 
-#define MAX_ENV    256
-#define MAX_LABELS 64
-#define MAX_NAMES  1024
+#define MAX_ENV     256
+#define MAX_LABELS  64
+#define MAX_CONF    64
+#define MAX_SCRIPTS 64
+#define MAX_NAMES   1024
 
 static void store_closep(struct capsa_store **s)
 {
@@ -273,20 +277,32 @@ out:
 
 struct create_cli {
     const char *name, *rootfs, *spec_file, *hostname;
+    /* OCI image roots */
+    const char *image, *pull, *ca_certs;
+    bool insecure, root_disk_set;
+    struct capsa_root_disk root_disk;
     int cpus;
     uint64_t memory_mib, max_duration_ms, idle_timeout_ms;
     struct capsa_store_label labels[MAX_LABELS];
     size_t nlabels;
     bool replace, detach;
     struct exec_cli x;
+    /* --conf and the scoped --*-conf files, left to right; --script NAME=BODY */
+    struct capsa_conf_file conf[MAX_CONF];
+    size_t nconf;
+    const char *scripts[MAX_SCRIPTS];
+    size_t nscripts;
 };
 
 static const char create_help[] =
-    "Usage: capsa create [OPTIONS] ROOTFS\n"
+    "Usage: capsa create [OPTIONS] ROOTFS|IMAGE\n"
     "       capsa create [OPTIONS] --rootfs DIR | --spec FILE.json\n"
     "       capsa run --name NAME [OPTIONS] ROOTFS -- COMMAND [ARG...]\n"
+    "       capsa run --name NAME [OPTIONS] IMAGE [-- COMMAND [ARG...]]\n"
     "       capsa run -d [--name NAME] [OPTIONS] ROOTFS -- COMMAND [ARG...]\n"
     "\n"
+    "ROOTFS is a host directory or a disk image file; IMAGE an OCI reference (run without\n"
+    "COMMAND runs its Entrypoint + Cmd).\n"
     "create makes a named sandbox whose root is the host directory ROOTFS, boots it and\n"
     "leaves it running; its name is printed. run --name does the same when the sandbox does\n"
     "not exist (starts it when stopped, uses it when running), runs COMMAND in it and leaves\n"
@@ -296,8 +312,12 @@ static const char create_help[] =
     "Options:\n"
     "  -n, --name NAME        sandbox name, [A-Za-z0-9][A-Za-z0-9._-]{0,127} (default: random)\n"
     "      --rootfs DIR       host directory to boot as the root filesystem\n"
-    "      --spec FILE        seed SandboxSpec JSON (image must be {\"Bind\": DIR}); flags\n"
-    "                         override its fields\n"
+    "      --spec FILE        seed SandboxSpec JSON; flags override its fields\n"
+    "      --pull POLICY      (IMAGE) if-missing (default), always, never; the image is\n"
+    "                         pinned to its digest at create\n"
+    "      --insecure         (IMAGE) plain http / unverified TLS for the registry\n"
+    "      --ca-certs PEM     (IMAGE) extra CA certificates for the registry\n"
+    "      --root-disk SPEC   (IMAGE) upper: SIZE (sandbox's upper.ext4), tmpfs[:SIZE], PATH\n"
     "  -c, --cpus N           virtual CPUs (default 1)\n"
     "  -m, --memory SIZE      guest memory, e.g. 128M, 1G (default 512M)\n"
     "  -e, --env K=V          environment variable (repeatable)\n"
@@ -312,7 +332,12 @@ static const char create_help[] =
     "  -t, --tty / --no-tty   (run) pseudo-terminal for the command (default: auto)\n"
     "      --timeout DUR      (run) kill the command after DUR; exit 124\n"
     "      --rlimit R=S[:H]   (run) resource limit for the command\n"
-    "  -q, --quiet            print nothing but the command's own output\n";
+    "  -q, --quiet            print nothing but the command's own output\n"
+    "      --conf FILE        sandbox YAML config (docs/config.md); repeatable, applied left\n"
+    "                         to right over $CAPSA_HOME/config.json; flags override it\n"
+    "      --net-conf, --resource-conf, --runtime-conf, --fs-conf, --secret-conf,\n"
+    "      --script-conf FILE scoped YAML config files (repeatable, in order with --conf)\n"
+    "      --script NAME=BODY script installed at /.capsa/scripts/NAME (on PATH; repeatable)\n";
 
 static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run)
 {
@@ -327,6 +352,12 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
         OPT_TIMEOUT,
         OPT_RLIMIT,
         OPT_ACCEL,
+        OPT_PULL,
+        OPT_INSECURE,
+        OPT_CA_CERTS,
+        OPT_ROOT_DISK,
+        OPT_SCRIPT,
+        OPT_CONF0, /* + enum capsa_conf_kind */
     };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
@@ -348,6 +379,18 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"rlimit", required_argument, NULL, OPT_RLIMIT},
         {"accel", required_argument, NULL, OPT_ACCEL},
+        {"pull", required_argument, NULL, OPT_PULL},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"ca-certs", required_argument, NULL, OPT_CA_CERTS},
+        {"root-disk", required_argument, NULL, OPT_ROOT_DISK},
+        {"script", required_argument, NULL, OPT_SCRIPT},
+        {"conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_ROOT},
+        {"net-conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_NET},
+        {"resource-conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_RESOURCE},
+        {"runtime-conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_RUNTIME},
+        {"fs-conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_FS},
+        {"secret-conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_SECRET},
+        {"script-conf", required_argument, NULL, OPT_CONF0 + CAPSA_CONF_SCRIPT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {0},
@@ -456,6 +499,55 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
         }
         case OPT_ACCEL:
             break; /* the supervisor resolves the accelerator (auto) */
+        case OPT_SCRIPT: {
+            const char *eq = strchr(optarg, '=');
+            char sname[160];
+            if (!eq || eq == optarg || (size_t)(eq - optarg) >= sizeof(sname))
+                return cli_fail("--script '%.64s': expected NAME=BODY", optarg);
+            snprintf(sname, sizeof(sname), "%.*s", (int)(eq - optarg), optarg);
+            if (!capsa_sandbox_script_name_ok(sname))
+                return cli_fail("--script '%s': a script name is 1 to 128 characters of "
+                                "[A-Za-z0-9._-]",
+                                sname);
+            if (o->nscripts >= MAX_SCRIPTS)
+                return cli_fail("--script: at most %d scripts", MAX_SCRIPTS);
+            o->scripts[o->nscripts++] = optarg;
+            break;
+        }
+        case OPT_CONF0 + CAPSA_CONF_ROOT:
+        case OPT_CONF0 + CAPSA_CONF_NET:
+        case OPT_CONF0 + CAPSA_CONF_RESOURCE:
+        case OPT_CONF0 + CAPSA_CONF_RUNTIME:
+        case OPT_CONF0 + CAPSA_CONF_FS:
+        case OPT_CONF0 + CAPSA_CONF_SECRET:
+        case OPT_CONF0 + CAPSA_CONF_SCRIPT:
+            if (o->nconf >= MAX_CONF)
+                return cli_fail("%s: at most %d config files",
+                                capsa_conf_kind_flag((enum capsa_conf_kind)(c - OPT_CONF0)),
+                                MAX_CONF);
+            o->conf[o->nconf++] = (struct capsa_conf_file){
+                .kind = (enum capsa_conf_kind)(c - OPT_CONF0), .path = optarg};
+            break;
+        case OPT_PULL: {
+            enum capsa_pull_policy pp;
+            if (capsa_pull_policy_parse(optarg, &pp, &err) < 0)
+                return cli_fail("--pull: %s", err.msg);
+            o->pull = pp == CAPSA_PULL_ALWAYS  ? "Always"
+                      : pp == CAPSA_PULL_NEVER ? "Never"
+                                               : "IfMissing";
+            break;
+        }
+        case OPT_INSECURE:
+            o->insecure = true;
+            break;
+        case OPT_CA_CERTS:
+            o->ca_certs = optarg;
+            break;
+        case OPT_ROOT_DISK:
+            if (capsa_root_disk_parse(optarg, &o->root_disk, &err) < 0)
+                return cli_fail("--root-disk: %s", err.msg);
+            o->root_disk_set = true;
+            break;
         case 'q':
             o->x.quiet = true;
             break;
@@ -467,23 +559,25 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
                             argv[optind - 1], verb);
         }
     }
-    if (optind < argc && strcmp(argv[optind], "--") != 0) {
+    /* getopt consumed a "--" right after the options: no ROOTFS/IMAGE (e.g. with --spec) */
+    if (optind < argc && strcmp(argv[optind], "--") != 0 &&
+        !(optind > 1 && !strcmp(argv[optind - 1], "--"))) {
         const char *img = argv[optind++];
         if (o->rootfs)
             return cli_fail("%s: give the root either as --rootfs DIR or as ROOTFS, not both",
                             verb);
         if (img[0] != '/' && img[0] != '.')
-            return cli_fail("%s: '%s': OCI images are not supported yet; give a root directory "
-                            "(a path starting with / or .) or --rootfs DIR",
-                            verb, img);
-        o->rootfs = img;
+            o->image = img; /* an OCI reference */
+        else
+            o->rootfs = img;
     }
     if (optind < argc && strcmp(argv[optind], "--") == 0)
         optind++;
     if (is_run) {
-        if (optind >= argc)
+        if (optind < argc)
+            o->x.cmd = argv + optind;
+        else if (!o->image && !o->spec_file)
             return cli_fail("run: no command given (capsa run --name NAME ROOTFS -- COMMAND)");
-        o->x.cmd = argv + optind;
     } else if (optind < argc) {
         return cli_fail("create: unexpected argument '%s' (create takes no command)", argv[optind]);
     }
@@ -545,9 +639,54 @@ static json_t *build_spec(struct create_cli *o)
     } else {
         doc = json_object();
     }
-    if (o->rootfs)
-        json_object_set_new(doc, "image", json_pack("{s:s}", "Bind", o->rootfs));
-    if (!json_object_get(doc, "image")) {
+    if (o->root_disk_set && !o->image) {
+        json_decref(doc);
+        cli_fail("--root-disk applies to images only");
+        return NULL;
+    }
+    if (o->rootfs) {
+        struct stat st;
+        if (stat(o->rootfs, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            /* a disk image file: the format from its extension (raw by default) */
+            const char *dot = strrchr(o->rootfs, '.');
+            const char *fmt = dot && !strcmp(dot, ".qcow2")  ? "Qcow2"
+                              : dot && !strcmp(dot, ".vmdk") ? "Vmdk"
+                                                             : "Raw";
+            json_object_set_new(
+                doc, "image",
+                json_pack("{s:{s:s, s:s}}", "DiskImage", "path", o->rootfs, "format", fmt));
+        } else {
+            json_object_set_new(doc, "image", json_pack("{s:s}", "Bind", o->rootfs));
+        }
+    }
+    if (o->image) {
+        json_t *oci = json_pack("{s:s}", "reference", o->image);
+        const struct capsa_root_disk *rd = &o->root_disk;
+        if (o->root_disk_set && rd->kind == CAPSA_ROOT_DISK_MANAGED)
+            json_object_set_new(
+                oci, "root_disk",
+                json_pack("{s:s, s:I}", "kind", "managed", "size_mib",
+                          (json_int_t)(rd->size_mib ? rd->size_mib : CAPSA_ROOT_DISK_DEFAULT_MIB)));
+        else if (o->root_disk_set && rd->kind == CAPSA_ROOT_DISK_TMPFS)
+            json_object_set_new(oci, "root_disk", json_pack("{s:s}", "kind", "tmpfs"));
+        else if (o->root_disk_set)
+            json_object_set_new(oci, "root_disk",
+                                json_pack("{s:s, s:s, s:s}", "kind", "disk-image", "path", rd->path,
+                                          "format",
+                                          rd->format == CAPSA_VM_DISK_QCOW2  ? "Qcow2"
+                                          : rd->format == CAPSA_VM_DISK_VMDK ? "Vmdk"
+                                                                             : "Raw"));
+        if (o->root_disk_set && rd->kind == CAPSA_ROOT_DISK_TMPFS && rd->size_mib)
+            json_object_set_new(json_object_get(oci, "root_disk"), "size_mib",
+                                json_integer((json_int_t)rd->size_mib));
+        if (o->root_disk_set && rd->kind == CAPSA_ROOT_DISK_DISK_IMAGE && rd->fstype[0])
+            json_object_set_new(json_object_get(oci, "root_disk"), "fstype",
+                                json_string(rd->fstype));
+        json_object_set_new(doc, "image", json_pack("{s:o}", "Oci", oci));
+    }
+    if (o->pull)
+        json_object_set_new(doc, "pull_policy", json_string(o->pull));
+    if (!json_object_get(doc, "image") && !o->nconf) {
         json_decref(doc);
         cli_fail("no root filesystem given (ROOTFS, --rootfs DIR or --spec FILE)");
         return NULL;
@@ -584,6 +723,52 @@ static json_t *build_spec(struct create_cli *o)
     return doc;
 }
 
+/* The stored SandboxSpec: $CAPSA_HOME/config.json sandbox_defaults, then the --conf files left
+ * to right, then the command line (--spec and the flags) on top, checked and normalized by
+ * capsa_conf_load. */
+static json_t *resolve_spec(struct create_cli *o)
+{
+    capsa_conf_errors errs = {0};
+    json_t *cli = build_spec(o), *global = NULL, *spec = NULL;
+    capsa_err err = {0};
+    int rc;
+
+    if (!cli)
+        return NULL;
+    json_object_set_new(cli, "name", json_string(o->name ? o->name : "sandbox"));
+    for (size_t i = 0; i < o->nscripts; i++) {
+        const char *eq = strchr(o->scripts[i], '=');
+        json_t *rt = obj_member(cli, "runtime"), *sc = json_object_get(rt, "scripts");
+        if (!json_is_object(sc)) {
+            sc = json_object();
+            json_object_set_new(rt, "scripts", sc);
+        }
+        char sname[160]; /* parse_create checked the name's length */
+        snprintf(sname, sizeof(sname), "%.*s", (int)(eq - o->scripts[i]), o->scripts[i]);
+        json_object_set_new(sc, sname, json_string(eq + 1));
+    }
+    if (capsa_global_config_load(&global, &err) < 0) {
+        json_decref(cli);
+        cli_fail("config.json: %s", err.msg);
+        return NULL;
+    }
+    struct capsa_conf_sources src = {.files = o->conf, .n_files = o->nconf, .global = global};
+    rc = capsa_conf_load(&src, cli, &spec, &errs);
+    json_decref(global);
+    json_decref(cli);
+    if (rc < 0) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "capsa: error: conf: %s\n", errs.items[i]);
+        if (errs.dropped)
+            fprintf(stderr, "capsa: error: conf: (and %zu more errors)\n", errs.dropped);
+        if (!errs.count && !errs.dropped)
+            cli_fail("conf: invalid sandbox configuration");
+        capsa_conf_errors_free(&errs);
+        return NULL;
+    }
+    return spec;
+}
+
 static void random_name(char *buf, size_t len)
 {
     unsigned char r[4] = {0};
@@ -596,10 +781,63 @@ static void random_name(char *buf, size_t len)
     snprintf(buf, len, "sbx-%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
 }
 
+static void create_pull_opts(const struct create_cli *o, struct capsa_image_pull_opts *po)
+{
+    memset(po, 0, sizeof(*po));
+    po->insecure = o->insecure;
+    po->ca_certs = o->ca_certs;
+    po->progress = o->x.quiet              ? CAPSA_PROGRESS_NONE
+                   : isatty(STDERR_FILENO) ? CAPSA_PROGRESS_TTY
+                                           : CAPSA_PROGRESS_LINES;
+}
+
+/* The default command of a sandbox booted from an OCI image: its Entrypoint + Cmd (from the
+ * pinned image in the local store). */
+static int image_command(struct capsa_store *st, const char *name, char ***cmd, capsa_err *err)
+{
+    struct capsa_store_sandbox sb = {0};
+    struct capsa_sandbox_spec *sp = NULL;
+    struct capsa_root_disk rd, probe = {.kind = CAPSA_ROOT_DISK_TMPFS};
+    struct capsa_rootfs_spec rs;
+    struct capsa_rootfs r;
+    capsa_spec_errors errs = {0};
+    json_t *cfg = NULL;
+    int ret = -1;
+
+    if (capsa_store_sandbox_get(st, name, &sb, err) < 0)
+        return -1;
+    if (capsa_spec_parse(sb.config_json, strlen(sb.config_json), &cfg, &errs) < 0 ||
+        capsa_sandbox_spec_load(cfg, &sp, &errs) < 0) {
+        capsa_spec_errors_to_err(&errs, err);
+        capsa_err_prefix(err, "stored config of %s", name);
+        goto out;
+    }
+    if (sp->image.kind != CAPSA_IMAGE_OCI) {
+        capsa_err_set(err, EINVAL,
+                      "no command given (%s has no image to take a default command from)", name);
+        goto out;
+    }
+    if (capsa_sandbox_rootfs_spec(sp, NULL, &rd, &rs, err) < 0)
+        goto out;
+    rs.root_disk = &probe;
+    rs.pull_policy = CAPSA_PULL_NEVER;
+    if (capsa_rootfs_resolve(&rs, &r, err) < 0)
+        goto out;
+    ret = capsa_rootfs_command(&r, NULL, cmd, err);
+    capsa_rootfs_release(&r);
+out:
+    capsa_sandbox_spec_free(sp);
+    capsa_spec_errors_free(&errs);
+    json_decref(cfg);
+    capsa_store_sandbox_clear(&sb);
+    return ret;
+}
+
 int cmd_create(int argc, char **argv)
 {
     struct create_cli o = {.x.tty = -1};
     struct capsa_sandbox_create_opts co = {0};
+    struct capsa_image_pull_opts po;
     _cleanup_store_ struct capsa_store *st = NULL;
     capsa_err err = {0};
     char name[64];
@@ -611,7 +849,7 @@ int cmd_create(int argc, char **argv)
     json_decref(o.x.rlimits);
     if (r != 0)
         return r < 0 ? 0 : r;
-    spec = build_spec(&o);
+    spec = resolve_spec(&o);
     if (!spec)
         return 1;
     if (!o.name) {
@@ -627,6 +865,8 @@ int cmd_create(int argc, char **argv)
     co.labels = o.labels;
     co.n_labels = o.nlabels;
     co.replace = o.replace;
+    create_pull_opts(&o, &po);
+    co.pull = &po;
     r = capsa_sandbox_create(st, &co, &err);
     json_decref(spec);
     if (r < 0)
@@ -643,6 +883,7 @@ int cmd_run_named(int argc, char **argv)
     _cleanup_store_ struct capsa_store *st = NULL;
     struct capsa_ctl_conn conn = {.ch.fd = -1};
     struct capsa_store_sandbox sb = {0};
+    _cleanup_strv_ char **image_cmd = NULL;
     capsa_err err = {0};
     char name[64];
     int r, status = 1;
@@ -667,7 +908,10 @@ int cmd_run_named(int argc, char **argv)
     } else if (err.code == ENOENT) {
         struct capsa_sandbox_create_opts co = {
             .name = o.name, .labels = o.labels, .n_labels = o.nlabels};
-        co.spec = build_spec(&o);
+        struct capsa_image_pull_opts po;
+        create_pull_opts(&o, &po);
+        co.pull = &po;
+        co.spec = resolve_spec(&o);
         if (!co.spec) {
             r = 1;
             goto out_r;
@@ -681,6 +925,13 @@ int cmd_run_named(int argc, char **argv)
     } else {
         r = cli_fail("run: %s", err.msg);
         goto out_r;
+    }
+    if (!o.x.cmd) {
+        if (image_command(st, o.name, &image_cmd, &err) < 0) {
+            r = cli_fail("run: %s", err.msg);
+            goto out_r;
+        }
+        o.x.cmd = image_cmd;
     }
     if (capsa_ctl_connect_name(st, o.name, &conn, &err) < 0) {
         r = cli_fail("run: %s", err.msg);

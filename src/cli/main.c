@@ -25,6 +25,10 @@ static const struct cli_verb verbs[] = {
     {"exec", NULL, "Run a command in a named sandbox", cmd_exec, false},
     {"ping", NULL, "Check that a sandbox's guest agent answers", cmd_ping, false},
     {"touch", NULL, "Record activity (postpone a sandbox's idle timeout)", cmd_touch, false},
+    {"install", NULL, "Install a command shim that runs in a sandbox", cmd_install, false},
+    {"uninstall", NULL, "Remove command shims written by install", cmd_uninstall, false},
+    {"logs", NULL, "Print a sandbox's captured output and system log", cmd_logs, false},
+    {"metrics", NULL, "Show CPU, memory and disk metrics of sandboxes", cmd_metrics, false},
     {"__supervisor", NULL, "Per-sandbox supervisor (internal)", cmd_supervisor, true},
 };
 

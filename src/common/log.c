@@ -9,6 +9,13 @@
 static enum capsa_log_level cur_level = CAPSA_LOG_WARN;
 static char ident[64] = "capsa";
 
+static void (*log_hook)(enum capsa_log_level, const char *);
+
+void capsa_log_set_hook(void (*hook)(enum capsa_log_level lvl, const char *msg))
+{
+    log_hook = hook;
+}
+
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
 
 int capsa_log_parse_level(const char *s)
@@ -64,4 +71,6 @@ void capsa_log(enum capsa_log_level lvl, const char *fmt, ...)
         fprintf(stderr, "%s: %s\n", ident, buf);
     else
         fprintf(stderr, "%s: %s: %s\n", ident, level_names[lvl], buf);
+    if (log_hook)
+        log_hook(lvl, buf);
 }

@@ -19,6 +19,9 @@ void capsa_log_init_from_env(void);
 /* Prefix for every line, e.g. "capsa" or "capsa-supervisor[name]". */
 void capsa_log_set_ident(const char *ident);
 
+/* Also hand every emitted line (without the ident prefix) to hook; NULL removes it. */
+void capsa_log_set_hook(void (*hook)(enum capsa_log_level lvl, const char *msg));
+
 void capsa_log(enum capsa_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) capsa_log(CAPSA_LOG_ERROR, __VA_ARGS__)

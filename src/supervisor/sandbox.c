@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "lib/agentc.h"
+#include "lib/rootfs.h"
 #include "spec/spec.h"
 #include "supervisor/client.h"
 #include "supervisor/sandbox.h"
@@ -417,15 +418,176 @@ out:
 
 /* ---- create ------------------------------------------------------------------------------ */
 
+/* The spec spells disk formats "Raw", "Qcow2", "Vmdk"; lib/rootfs.h and QEMU lower case. */
+static const char *disk_format_lc(const char *f)
+{
+    return !f                    ? NULL
+           : !strcmp(f, "Qcow2") ? "qcow2"
+           : !strcmp(f, "Vmdk")  ? "vmdk"
+           : !strcmp(f, "Raw")   ? "raw"
+                                 : f;
+}
+
+int capsa_sandbox_rootfs_spec(const struct capsa_sandbox_spec *sp, const char *state_dir,
+                              struct capsa_root_disk *rd, struct capsa_rootfs_spec *rs,
+                              capsa_err *err)
+{
+    struct capsa_image_info info;
+    capsa_err e = {0};
+    const char *at;
+
+    memset(rs, 0, sizeof(*rs));
+    memset(rd, 0, sizeof(*rd));
+    rs->state_dir = state_dir;
+    rs->pull_policy = sp->pull_policy;
+    if (sp->image.kind == CAPSA_IMAGE_DISK_IMAGE) {
+        if (!sp->image.path || sp->image.path[0] != '/')
+            return capsa_err_set(err, EINVAL, "image.DiskImage.path: expected an absolute path");
+        rs->source = sp->image.path;
+        rs->disk_format = disk_format_lc(sp->image.format);
+        rs->disk_fstype = sp->image.fstype;
+        return 0;
+    }
+    if (sp->image.kind != CAPSA_IMAGE_OCI || !sp->image.reference)
+        return capsa_err_set(err, EINVAL, "image: not an Oci or DiskImage root");
+    if (sp->image.reference[0] == '/' || sp->image.reference[0] == '.')
+        return capsa_err_set(err, EINVAL,
+                             "image.Oci.reference '%s': expected an image reference, not a path",
+                             sp->image.reference);
+    rs->source = sp->image.reference;
+    /* a pinned reference (REPO@sha256:...) is found in the store by its manifest digest */
+    at = strrchr(sp->image.reference, '@');
+    if (at && !strncmp(at + 1, "sha256:", 7) && capsa_image_lookup(at + 1, &info, &e) == 0)
+        rs->source = at + 1;
+    rd->kind = sp->image.root_disk.kind;
+    rd->size_mib = sp->image.root_disk.size_mib;
+    if (rd->kind == CAPSA_ROOT_DISK_DISK_IMAGE) {
+        if (!sp->image.root_disk.path ||
+            snprintf(rd->path, sizeof(rd->path), "%s", sp->image.root_disk.path) >=
+                (int)sizeof(rd->path))
+            return capsa_err_set(err, EINVAL, "image.Oci.root_disk.path: missing or too long");
+        if (capsa_vm_disk_format_parse(
+                sp->image.root_disk.format ? disk_format_lc(sp->image.root_disk.format) : "raw",
+                &rd->format, err) < 0)
+            return capsa_err_prefix(err, "image.Oci.root_disk.format");
+        snprintf(rd->fstype, sizeof(rd->fstype), "%s",
+                 sp->image.root_disk.fstype ? sp->image.root_disk.fstype : "");
+    }
+    rs->root_disk = rd;
+    return 0;
+}
+
+/* Resolve an OCI or DiskImage root at create: pull the image, pin the stored reference to the
+ * manifest digest (*image_ref: the store reference the sandbox uses, for `image rm`), make a
+ * DiskImage path absolute. No file is created (the upper is made at first start). */
+static int resolve_create_root(struct capsa_sandbox_spec *sp,
+                               const struct capsa_image_pull_opts *pull, char **image_ref,
+                               capsa_err *err)
+{
+    struct capsa_root_disk rd, probe = {.kind = CAPSA_ROOT_DISK_TMPFS};
+    struct capsa_rootfs_spec rs;
+    struct capsa_rootfs r;
+    json_t *img = json_object_get(sp->doc, "image");
+    char abs[PATH_MAX];
+    struct stat st;
+
+    *image_ref = NULL;
+    if (sp->image.kind == CAPSA_IMAGE_DISK_IMAGE) {
+        if (!sp->image.path || !realpath(sp->image.path, abs) || stat(abs, &st) < 0)
+            return capsa_err_set(err, errno ? errno : EINVAL, "image.DiskImage.path '%s': %s",
+                                 sp->image.path ? sp->image.path : "", strerror(errno));
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+            return capsa_err_set(err, EINVAL,
+                                 "image.DiskImage.path '%s': expected a disk image file",
+                                 sp->image.path);
+        json_object_set_new(json_object_get(img, "DiskImage"), "path", json_string(abs));
+        return 0;
+    }
+    if (capsa_sandbox_rootfs_spec(sp, NULL, &rd, &rs, err) < 0)
+        return -1;
+    if (rd.kind == CAPSA_ROOT_DISK_DISK_IMAGE) {
+        if (!realpath(rd.path, abs) || stat(abs, &st) < 0)
+            return capsa_err_set(err, errno, "image.Oci.root_disk.path '%s': %s", rd.path,
+                                 strerror(errno));
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+            return capsa_err_set(
+                err, EINVAL, "image.Oci.root_disk.path '%s': expected a disk image file", rd.path);
+        json_object_set_new(json_object_get(json_object_get(img, "Oci"), "root_disk"), "path",
+                            json_string(abs));
+    }
+    /* a tmpfs probe: pulls and reads the config without creating an upper */
+    rs.root_disk = &probe;
+    rs.pull = pull;
+    if (capsa_rootfs_resolve(&rs, &r, err) < 0)
+        return -1;
+    *image_ref = strdup(r.image.reference);
+    json_object_set_new(json_object_get(img, "Oci"), "reference", json_string(r.pinned));
+    log_info("image %s", r.pinned);
+    capsa_rootfs_release(&r);
+    if (!*image_ref)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    return 0;
+}
+
+bool capsa_sandbox_script_name_ok(const char *k)
+{
+    size_t n = strlen(k);
+
+    if (!n || n > 128 || !strcmp(k, ".") || !strcmp(k, ".."))
+        return false;
+    for (const char *p = k; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+/* Fields a SandboxSpec may carry that the runtime cannot honour yet: refused by name rather
+ * than silently ignored (network policy, secrets, ...). */
+static int check_supported_more(json_t *doc, const struct capsa_sandbox_spec *sp, capsa_err *err)
+{
+    static const char *const net_null[] = {"secrets", "policy",    "dns",
+                                           "tls",     "interface", "max_connections"};
+    json_t *net = json_object_get(doc, "network"), *rt = json_object_get(doc, "runtime"), *v;
+    const char *k;
+
+    for (size_t i = 0; i < sizeof(net_null) / sizeof(net_null[0]); i++) {
+        v = json_object_get(net, net_null[i]);
+        if (v && !json_is_null(v))
+            return capsa_err_set(err, ENOTSUP, "network.%s: %s is not supported yet", net_null[i],
+                                 !strcmp(net_null[i], "secrets") ? "secret injection"
+                                                                 : "network configuration");
+    }
+    if (json_is_true(json_object_get(net, "trust_host_cas")))
+        return capsa_err_set(err, ENOTSUP, "network.trust_host_cas: is not supported yet");
+    if (sp->n_rlimits)
+        return capsa_err_set(err, ENOTSUP,
+                             "rlimits: sandbox-wide resource limits are not supported yet "
+                             "(give --rlimit to exec)");
+    if (sp->entrypoint || sp->cmd)
+        return capsa_err_set(err, ENOTSUP, "runtime.%s: is not supported for named sandboxes yet",
+                             sp->entrypoint ? "entrypoint" : "cmd");
+    v = json_object_get(rt, "log_level");
+    if (v && !json_is_null(v))
+        return capsa_err_set(err, ENOTSUP, "runtime.log_level: is not supported yet");
+    if (sp->restricted)
+        return capsa_err_set(err, ENOTSUP, "security_profile: \"restricted\" is not supported yet");
+    json_object_foreach(json_object_get(rt, "scripts"), k, v)
+    {
+        if (!capsa_sandbox_script_name_ok(k))
+            return capsa_err_set(err, EINVAL,
+                                 "runtime.scripts.%.64s: a script name must be 1 to 128 characters "
+                                 "of [A-Za-z0-9._-] (it becomes /.capsa/scripts/NAME)",
+                                 k);
+        if (strlen(json_string_value(v) ? json_string_value(v) : "") > CAPSA_SCRIPT_MAX)
+            return capsa_err_set(err, E2BIG, "runtime.scripts.%s: longer than %d bytes", k,
+                                 CAPSA_SCRIPT_MAX);
+    }
+    return 0;
+}
+
 static int check_supported(json_t *doc, const struct capsa_sandbox_spec *sp, capsa_err *err)
 {
-    static const char *const kinds[] = {"Bind", "Oci", "DiskImage"};
-
-    if (sp->image.kind != CAPSA_IMAGE_BIND)
-        return capsa_err_set(err, ENOTSUP,
-                             "image: %s roots are not supported yet; give a root directory "
-                             "(ROOTFS, --rootfs DIR or {\"Bind\": DIR})",
-                             kinds[sp->image.kind]);
     if (sp->n_mounts)
         return capsa_err_set(err, ENOTSUP, "mounts: volume mounts are not supported yet");
     if (json_array_size(json_object_get(doc, "patches")))
@@ -434,7 +596,7 @@ static int check_supported(json_t *doc, const struct capsa_sandbox_spec *sp, cap
         return capsa_err_set(err, ENOTSUP, "init: init handoff is not supported yet");
     if (sp->network.n_ports)
         return capsa_err_set(err, ENOTSUP, "network.ports: published ports are not supported yet");
-    return 0;
+    return check_supported_more(doc, sp, err);
 }
 
 int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_create_opts *o,
@@ -449,7 +611,7 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
     json_t *doc, *lab, *v;
     const char *k;
     struct stat st;
-    char *cfg = NULL;
+    char *cfg = NULL, *image_ref = NULL;
     size_t nl = 0;
     int ret = -1;
 
@@ -480,11 +642,15 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
     }
     if (check_supported(sp->doc, sp, err) < 0)
         goto out;
-    if (!realpath(sp->image.path, root) || stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (sp->image.kind != CAPSA_IMAGE_BIND) {
+        if (resolve_create_root(sp, o->pull, &image_ref, err) < 0)
+            goto out;
+    } else if (!realpath(sp->image.path, root) || stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
         capsa_err_set(err, ENOTDIR, "image.Bind: '%s' is not a directory", sp->image.path);
         goto out;
+    } else {
+        json_object_set_new(sp->doc, "image", json_pack("{s:s}", "Bind", root));
     }
-    json_object_set_new(sp->doc, "image", json_pack("{s:s}", "Bind", root));
     cfg = capsa_spec_dump(sp->doc, false);
     if (!cfg) {
         capsa_err_set(err, ENOMEM, "out of memory");
@@ -512,7 +678,7 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
     }
     nw.name = o->name;
     nw.config_json = cfg;
-    nw.image_ref = NULL;
+    nw.image_ref = image_ref;
     nw.labels = labels;
     nw.n_labels = nl;
     if (capsa_store_sandbox_insert(store, &nw, NULL, err) < 0) {
@@ -529,6 +695,7 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
 out:
     free(labels);
     free(cfg);
+    free(image_ref);
     capsa_sandbox_spec_free(sp);
     capsa_spec_errors_free(&errs);
     json_decref(doc);

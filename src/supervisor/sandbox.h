@@ -21,15 +21,24 @@
 #include <sys/types.h>
 
 #include "capsa.h"
+#include "image/image.h"
+#include "lib/rootfs.h"
 #include "store/store.h"
 
 /* Default time a graceful stop waits for the guest to power off before killing QEMU. */
 #define CAPSA_STOP_TIMEOUT_MS_DEFAULT 10000
 
+/* runtime.scripts are installed at CAPSA_SCRIPTS_DIR/NAME (0755) after every boot, and the
+ * directory is put first in PATH; a script body is at most CAPSA_SCRIPT_MAX bytes. */
+#define CAPSA_SCRIPTS_DIR "/.capsa/scripts"
+#define CAPSA_SCRIPT_MAX  (1 << 20)
+/* A script name: 1 to 128 characters of [A-Za-z0-9._-], not "." or "..". */
+bool capsa_sandbox_script_name_ok(const char *name);
+
 struct capsa_sandbox_paths {
     char dir[4096];      /* $CAPSA_HOME/sandboxes/NAME */
     char log[4160];      /* dir/supervisor.log */
-    char exec_log[4160]; /* dir/exec.log (output of detached commands) */
+    char exec_log[4160]; /* dir/exec.log (JSON lines, execlog.h) */
     char run_dir[4096];  /* $CAPSA_HOME/run/<id> */
     char sock[4160];     /* run_dir/control.sock */
     char console[4160];  /* run_dir/console.log */
@@ -55,12 +64,22 @@ struct capsa_sandbox_create_opts {
     size_t n_labels;
     bool replace;  /* remove an existing sandbox of that name first (stopping it) */
     bool no_start; /* leave it in status created */
+    /* OCI images: how to pull at create (NULL: defaults); the pull policy is the spec's */
+    const struct capsa_image_pull_opts *pull;
 };
-/* Validate the spec (Bind images only for now), insert the row, make the directory and
- * start it. EEXIST when the name is taken and replace is false. A start failure leaves the
- * row in `failed` with last_error and returns -1. */
+/* Validate the spec, resolve its root (an OCI image is pulled per its pull policy and its
+ * reference pinned to the manifest digest in the stored spec), insert the row, make the
+ * directory and start it. EEXIST when the name is taken and replace is false. A start failure
+ * leaves the row in `failed` with last_error and returns -1. */
 int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_create_opts *o,
                          capsa_err *err);
+
+/* The lib/rootfs.h spec for a sandbox spec's OCI or DiskImage root (rd: storage for the
+ * root disk; state_dir: the sandbox directory, where a managed upper.ext4 lives). EINVAL for
+ * Bind roots (those are shared directly). */
+int capsa_sandbox_rootfs_spec(const struct capsa_sandbox_spec *sp, const char *state_dir,
+                              struct capsa_root_disk *rd, struct capsa_rootfs_spec *rs,
+                              capsa_err *err);
 
 /* Start a created/stopped/failed/crashed sandbox and wait until it runs (or failed).
  * Already running: 0 with *was_running = true (may be NULL). A sandbox being started by

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +32,11 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "lib/boot.h"
+#include "lib/fsc.h"
 #include "spec/spec.h"
 #include "store/store.h"
+#include "supervisor/execlog.h"
+#include "supervisor/metrics.h"
 #include "supervisor/sandbox.h"
 #include "supervisor/supervisor.h"
 #include "vm/qemu.h"
@@ -41,7 +45,10 @@
 #define MAX_STREAMS_PER_CLIENT 256
 #define CLIENT_HIGH_WATER      (8u << 20)
 #define AGENT_HIGH_WATER       (8u << 20)
-#define EXEC_LOG_MAX           (64ull << 20)
+#define LOG_PARTIAL_FLUSH_US   (250000ull)
+#define CONSOLE_POLL_US        (1000000ull)
+#define CONSOLE_READ_MAX       (256u << 10)
+#define MEMINFO_MAX            (16u << 10)
 #define AGENT_EOF_GRACE_US     (3000000ull)
 #define MAX_ENV                1024
 
@@ -59,6 +66,14 @@ struct stream {
     bool detached;
     bool fs_write_open;
     uint64_t spawn_serial; /* detached: client waiting for the spawn result (0: none) */
+    bool logged;           /* output captured in exec.log (primary session, detached) */
+    bool tty;              /* PTY session: its output is the "output" source */
+    bool meminfo;          /* supervisor-owned fs read of the guest's /proc/meminfo */
+    struct logbufs *lb;    /* logged: pending partial lines */
+};
+
+struct logbufs {
+    struct capsa_execlog_buf out, err;
 };
 
 struct sup {
@@ -69,7 +84,21 @@ struct sup {
     struct capsa_sandbox_paths paths;
     struct capsa_booted *b;
     int64_t run_id;
-    int ready_fd, listen_fd, sig_fd, exec_log_fd;
+    int ready_fd, listen_fd, sig_fd;
+    struct capsa_execlog xlog; /* sandboxes/NAME/exec.log */
+    bool primary_taken;        /* the first exec session of this lifetime is captured */
+    /* guest console tail (system source) */
+    uint64_t console_off, next_console_us;
+    char con_line[1024];
+    size_t con_n;
+    /* metrics */
+    char metrics_path[4300];
+    uint64_t metrics_interval_us, next_metrics_us, prev_sample_us;
+    struct capsa_proc_stats prev;
+    bool have_prev, meminfo_pending;
+    uint64_t mem_total, mem_avail;
+    char *mi_buf;
+    size_t mi_len;
     struct client *clients[MAX_CLIENTS];
     size_t n_clients;
     struct stream *streams;
@@ -83,8 +112,11 @@ struct sup {
     enum capsa_run_reason stop_reason;
     uint64_t stop_deadline_us, stop_grace_ms;
     uint64_t agent_eof_us;
-    uint64_t exec_log_bytes;
 };
+
+static struct sup *g_sup; /* for the log hook */
+
+static void sys_line(struct sup *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- start report ------------------------------------------------------------------------ */
 
@@ -152,6 +184,8 @@ static int fail_start(struct sup *s, const char *msg)
     struct capsa_store_run_end end = {.reason = CAPSA_RUN_FAILED, .detail = msg};
 
     log_error("start failed: %s", msg);
+    if (s->xlog.fd >= 0)
+        sys_line(s, "--- sandbox failed to start ---");
     record_end(s, CAPSA_SANDBOX_FAILED, msg, &end);
     report(s, false, false, msg);
     if (s->b) {
@@ -182,6 +216,14 @@ static struct stream *stream_by_client(struct sup *s, struct client *cl, uint32_
 static void stream_remove(struct sup *s, struct stream *st)
 {
     size_t i = (size_t)(st - s->streams);
+
+    if (st->lb) {
+        capsa_execlog_flush(&s->xlog, &st->lb->out,
+                            st->tty ? CAPSA_LOG_SRC_OUTPUT : CAPSA_LOG_SRC_STDOUT, st->agent_id);
+        capsa_execlog_flush(&s->xlog, &st->lb->err, CAPSA_LOG_SRC_STDERR, st->agent_id);
+        free(st->lb);
+        st->lb = NULL;
+    }
 
     if (st->cl)
         st->cl->n_streams--;
@@ -413,6 +455,7 @@ static void ctl_spawn(struct sup *s, struct client *cl, json_t *req)
         goto out;
     }
     st->detached = true;
+    st->logged = true;
     if (capsa_agentc_send_json(&s->b->conn, st->agent_id, CAPSA_MSG_EXEC_START, 0, start, &err) <
         0) {
         stream_remove(s, st);
@@ -529,6 +572,13 @@ static int on_client_frame(struct sup *s, struct client *cl, const struct capsa_
             client_error(cl, h->stream, "internal", "out of memory");
             return 0;
         }
+        if (h->type == CAPSA_MSG_EXEC_START && !s->primary_taken) {
+            json_t *j = capsa_agentc_parse_json(p, h->len, NULL);
+            s->primary_taken = true;
+            st->logged = true;
+            st->tty = j && json_is_true(json_object_get(j, "tty"));
+            json_decref(j);
+        }
         if (h->type == CAPSA_MSG_FS_REQUEST) {
             json_t *j = capsa_agentc_parse_json(p, h->len, NULL);
             const char *op = j ? json_string_value(json_object_get(j, "op")) : NULL;
@@ -567,21 +617,48 @@ static struct client *client_by_serial(struct sup *s, uint64_t serial)
     return NULL;
 }
 
-static void exec_log_write(struct sup *s, const uint8_t *p, size_t len)
+static void log_output(struct sup *s, struct stream *st, const struct capsa_frame_hdr *h,
+                       const uint8_t *p)
 {
-    if (s->exec_log_fd < 0 || s->exec_log_bytes >= EXEC_LOG_MAX)
-        return;
-    if (s->exec_log_bytes + len > EXEC_LOG_MAX)
-        len = (size_t)(EXEC_LOG_MAX - s->exec_log_bytes);
-    s->exec_log_bytes += len;
-    while (len > 0) {
-        ssize_t w = write(s->exec_log_fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
+    bool err = h->type == CAPSA_MSG_STDERR;
+
+    if (!st->lb) {
+        st->lb = calloc(1, sizeof(*st->lb));
+        if (!st->lb)
             return;
-        p += w;
-        len -= (size_t)w;
+    }
+    capsa_execlog_feed(&s->xlog, err ? &st->lb->err : &st->lb->out,
+                       err ? CAPSA_LOG_SRC_STDERR
+                           : (st->tty ? CAPSA_LOG_SRC_OUTPUT : CAPSA_LOG_SRC_STDOUT),
+                       st->agent_id, p, h->len, capsa_now_us());
+}
+
+static void on_meminfo_frame(struct sup *s, struct stream *st, const struct capsa_frame_hdr *h,
+                             const uint8_t *p)
+{
+    if (h->type == CAPSA_MSG_FS_DATA) {
+        size_t n = h->len;
+        if (!s->mi_buf)
+            s->mi_buf = malloc(MEMINFO_MAX);
+        if (s->mi_buf) {
+            if (n > MEMINFO_MAX - s->mi_len)
+                n = MEMINFO_MAX - s->mi_len;
+            memcpy(s->mi_buf + s->mi_len, p, n);
+            s->mi_len += n;
+        }
+        return;
+    }
+    if (h->type == CAPSA_MSG_FS_RESULT && s->mi_buf) {
+        uint64_t total, avail;
+        if (capsa_meminfo_parse(s->mi_buf, s->mi_len, &total, &avail) == 0) {
+            s->mem_total = total;
+            s->mem_avail = avail;
+        }
+    }
+    if (h->type == CAPSA_MSG_FS_RESULT || h->type == CAPSA_MSG_ERROR) {
+        s->mi_len = 0;
+        s->meminfo_pending = false;
+        stream_remove(s, st);
     }
 }
 
@@ -614,6 +691,12 @@ static void on_agent_frame(struct sup *s, const struct capsa_frame_hdr *h, const
                   capsa_frame_type_name(h->type) ? capsa_frame_type_name(h->type) : "?", h->stream);
         return;
     }
+    if (st->meminfo) {
+        on_meminfo_frame(s, st, h, p);
+        return;
+    }
+    if (st->logged && (h->type == CAPSA_MSG_STDOUT || h->type == CAPSA_MSG_STDERR))
+        log_output(s, st, h, p);
     ends = h->type == CAPSA_MSG_EXITED || h->type == CAPSA_MSG_EXEC_FAILED ||
            h->type == CAPSA_MSG_FS_RESULT || h->type == CAPSA_MSG_ERROR;
     if (h->type == CAPSA_MSG_STDOUT || h->type == CAPSA_MSG_STDERR || h->type == CAPSA_MSG_FS_DATA)
@@ -641,9 +724,7 @@ static void on_agent_frame(struct sup *s, const struct capsa_frame_hdr *h, const
             ctl_reply_error(waiter, msg);
             json_decref(j);
         }
-        if (h->type == CAPSA_MSG_STDOUT || h->type == CAPSA_MSG_STDERR)
-            exec_log_write(s, p, h->len);
-        else if (ends)
+        if (ends)
             log_info("detached command (stream %u) ended: %s %.*s", st->agent_id,
                      capsa_frame_type_name(h->type), (int)(h->len > 400 ? 400 : h->len), p);
     }
@@ -652,6 +733,171 @@ static void on_agent_frame(struct sup *s, const struct capsa_frame_hdr *h, const
             s->last_activity_us = capsa_now_us();
         stream_remove(s, st);
     }
+}
+
+/* ---- logs and metrics -------------------------------------------------------------------- */
+
+static void sys_line(struct sup *s, const char *fmt, ...)
+{
+    char line[2200];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    capsa_execlog_write(&s->xlog, CAPSA_LOG_SRC_SYSTEM, 0, line, (size_t)n);
+}
+
+static void log_hook(enum capsa_log_level lvl, const char *msg)
+{
+    static bool busy;
+    static const char *const names[] = {"error: ", "warn: ", ""};
+
+    if (!g_sup || busy || g_sup->xlog.fd < 0 || lvl > CAPSA_LOG_INFO)
+        return;
+    busy = true;
+    sys_line(g_sup, "supervisor: %s%.2000s", names[lvl], msg);
+    busy = false;
+}
+
+static void console_emit(struct sup *s)
+{
+    if (s->con_n)
+        sys_line(s, "console: %.*s", (int)s->con_n, s->con_line);
+    s->con_n = 0;
+}
+
+/* Copy new guest console lines (kernel and agent messages) into exec.log, bounded per call. */
+static void console_tail(struct sup *s)
+{
+    _cleanup_close_ int fd = -1;
+    char buf[16384];
+    size_t budget = CONSOLE_READ_MAX;
+
+    if (!s->b)
+        return;
+    fd = open(s->b->console_log, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    while (budget > 0) {
+        ssize_t n =
+            pread(fd, buf, budget < sizeof(buf) ? budget : sizeof(buf), (off_t)s->console_off);
+        if (n <= 0)
+            break;
+        s->console_off += (uint64_t)n;
+        budget -= (size_t)n;
+        for (ssize_t i = 0; i < n; i++) {
+            char c = buf[i];
+            if (c == '\n')
+                console_emit(s);
+            else if (c != '\r') {
+                s->con_line[s->con_n++] = c;
+                if (s->con_n == sizeof(s->con_line))
+                    console_emit(s);
+            }
+        }
+    }
+}
+
+static void metrics_sample(struct sup *s, uint64_t now)
+{
+    struct capsa_proc_stats ps;
+    capsa_err err = {0};
+    struct stream *st;
+    double cpu = 0;
+    char ts[40];
+    json_t *j;
+
+    if (!s->b || !s->b->vm || s->b->vm->reaped)
+        return;
+    if (capsa_proc_stats_read(s->b->vm->pid, &ps, &err) < 0) {
+        log_debug("metrics: %s", err.msg);
+        return;
+    }
+    if (now > s->prev_sample_us && ps.cpu_ns >= s->prev.cpu_ns)
+        cpu = (double)(ps.cpu_ns - s->prev.cpu_ns) * 100.0 /
+              ((double)(now - s->prev_sample_us) * 1000.0);
+    s->prev = ps;
+    s->prev_sample_us = now;
+    capsa_execlog_fmt_time(capsa_execlog_now_ms(), ts, sizeof(ts));
+    j = json_pack("{s:s, s:I, s:I, s:i, s:i, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+                  "s:I, s:I}",
+                  "timestamp", ts, "timestamp_ms", (json_int_t)capsa_execlog_now_ms(),
+                  "interval_ms", (json_int_t)(s->metrics_interval_us / 1000), "supervisor_pid",
+                  (int)getpid(), "qemu_pid", (int)s->b->vm->pid, "cpus", (int)s->spec->cpus,
+                  "cpu_percent", (double)((int64_t)(cpu * 10 + 0.5)) / 10.0, "vcpu_time_ns",
+                  (json_int_t)ps.cpu_ns, "memory_bytes", (json_int_t)(s->mem_total - s->mem_avail),
+                  "memory_available_bytes", (json_int_t)s->mem_avail, "memory_host_resident_bytes",
+                  (json_int_t)ps.rss_bytes, "memory_limit_bytes",
+                  (json_int_t)(s->spec->memory_mib << 20), "disk_read_bytes",
+                  (json_int_t)ps.read_bytes, "disk_write_bytes", (json_int_t)ps.write_bytes,
+                  "net_rx_bytes", (json_int_t)0, "net_tx_bytes", (json_int_t)0, "uptime_secs",
+                  (json_int_t)((now - s->t_start_us) / 1000000u));
+    if (j && capsa_metrics_write(s->metrics_path, j, &err) < 0)
+        log_debug("metrics: %s", err.msg);
+    json_decref(j);
+    /* guest memory for the next sample: an fs read of /proc/meminfo (not activity) */
+    if (!s->meminfo_pending && !s->b->conn.eof && !s->stopping) {
+        st = stream_add(s, NULL, 0, false);
+        if (!st)
+            return;
+        st->meminfo = true;
+        static const char req[] = "{\"op\":\"read\",\"path\":\"/proc/meminfo\"}";
+        if (capsa_agentc_send(&s->b->conn, st->agent_id, CAPSA_MSG_FS_REQUEST, 0, req,
+                              sizeof(req) - 1, &err) < 0) {
+            stream_remove(s, st);
+            return;
+        }
+        s->meminfo_pending = true;
+        s->mi_len = 0;
+    }
+}
+
+static void flush_due(struct sup *s, struct stream *st, struct capsa_execlog_buf *lb,
+                      enum capsa_log_source src, uint64_t now, uint64_t *next)
+{
+    if (!lb->since_us)
+        return;
+    if (now - lb->since_us >= LOG_PARTIAL_FLUSH_US)
+        capsa_execlog_flush(&s->xlog, lb, src, st->agent_id);
+    else if (!*next || lb->since_us + LOG_PARTIAL_FLUSH_US < *next)
+        *next = lb->since_us + LOG_PARTIAL_FLUSH_US;
+}
+
+/* Periodic work: partial output lines, console tail, metrics. Returns the next deadline. */
+static uint64_t housekeeping(struct sup *s, uint64_t now)
+{
+    uint64_t next = 0;
+
+    for (size_t i = 0; i < s->n_streams; i++) {
+        struct stream *st = &s->streams[i];
+        if (!st->lb)
+            continue;
+        flush_due(s, st, &st->lb->out, st->tty ? CAPSA_LOG_SRC_OUTPUT : CAPSA_LOG_SRC_STDOUT, now,
+                  &next);
+        flush_due(s, st, &st->lb->err, CAPSA_LOG_SRC_STDERR, now, &next);
+    }
+    if (now >= s->next_console_us) {
+        console_tail(s);
+        s->next_console_us = now + CONSOLE_POLL_US;
+    }
+    if (!next || s->next_console_us < next)
+        next = s->next_console_us;
+    if (s->metrics_interval_us) {
+        if (now >= s->next_metrics_us) {
+            metrics_sample(s, now);
+            s->next_metrics_us = now + s->metrics_interval_us;
+        }
+        if (s->next_metrics_us < next)
+            next = s->next_metrics_us;
+    }
+    return next;
 }
 
 /* ---- main loop --------------------------------------------------------------------------- */
@@ -703,6 +949,17 @@ static int finalize(struct sup *s, int ws)
     log_info("QEMU exited (%s): %s", why, detail);
     if (crashed)
         capsa_boot_dump_console(s->b->console_log);
+    console_tail(s);
+    console_emit(s);
+    for (size_t i = 0; i < s->n_streams; i++)
+        if (s->streams[i].lb) {
+            struct stream *st = &s->streams[i];
+            capsa_execlog_flush(&s->xlog, &st->lb->out,
+                                st->tty ? CAPSA_LOG_SRC_OUTPUT : CAPSA_LOG_SRC_STDOUT,
+                                st->agent_id);
+            capsa_execlog_flush(&s->xlog, &st->lb->err, CAPSA_LOG_SRC_STDERR, st->agent_id);
+        }
+    sys_line(s, "--- sandbox stopped (%s) ---", capsa_run_reason_name(end.reason));
     record_end(s, to, last_error, &end);
     while (s->n_clients > 0) {
         capsa_agentc_flush(&s->clients[0]->ch, false, NULL);
@@ -813,6 +1070,7 @@ static int loop(struct sup *s)
         deadline = min_deadline(deadline, s->stop_deadline_us);
         if (s->agent_eof_us && !s->killed)
             deadline = min_deadline(deadline, s->agent_eof_us + AGENT_EOF_GRACE_US);
+        deadline = min_deadline(deadline, housekeeping(s, now));
         if (deadline)
             timeout = deadline > now ? (int)((deadline - now + 999) / 1000) : 0;
         if (s->b->vm->pidfd < 0 && (timeout < 0 || timeout > 200))
@@ -914,17 +1172,107 @@ static int claim(struct sup *s, capsa_err *err)
     return capsa_store_tx_commit(s->store, err);
 }
 
+/* ---- runtime.scripts ---------------------------------------------------------------------- */
+
+static json_t *spec_scripts(const struct sup *s)
+{
+    json_t *sc = json_object_get(json_object_get(s->spec->doc, "runtime"), "scripts");
+    return json_object_size(sc) ? sc : NULL;
+}
+
+/* With scripts, the boot env's PATH gets CAPSA_SCRIPTS_DIR first: over the spec's PATH, else
+ * the image's, else the default. env holds the spec env (NULL-terminated, room for one more). */
+static int scripts_path_env(const struct sup *s, char *const *image_env, char **env, capsa_err *err)
+{
+    static const char dflt[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    const char *base = NULL;
+    size_t i, slot;
+    char *nv;
+
+    if (!spec_scripts(s))
+        return 0;
+    for (i = 0; image_env && image_env[i]; i++)
+        if (!strncmp(image_env[i], "PATH=", 5))
+            base = image_env[i] + 5;
+    for (slot = 0; env[slot]; slot++)
+        if (!strncmp(env[slot], "PATH=", 5))
+            break;
+    if (env[slot])
+        base = env[slot] + 5;
+    if (asprintf(&nv, "PATH=" CAPSA_SCRIPTS_DIR ":%s", base && *base ? base : dflt) < 0)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    free(env[slot]);
+    env[slot] = nv;
+    return 0;
+}
+
+/* Write every runtime.scripts entry to CAPSA_SCRIPTS_DIR/NAME (0755) through the agent's fs
+ * ops, after removing what an earlier start left there. A body without "#!" gets the
+ * runtime shell (default /bin/sh) as its interpreter. */
+static int install_scripts(struct sup *s, capsa_err *err)
+{
+    json_t *scripts = spec_scripts(s), *v;
+    const char *shell = s->spec->shell ? s->spec->shell : "/bin/sh", *k;
+    capsa_err rerr = {0};
+    char path[256];
+
+    if (!scripts)
+        return 0;
+    if (capsa_fsc_remove(&s->b->conn, CAPSA_SCRIPTS_DIR, true, &rerr) < 0 && rerr.code != ENOENT)
+        log_warn("scripts: clearing %s: %s", CAPSA_SCRIPTS_DIR, rerr.msg);
+    if (capsa_fsc_mkdir(&s->b->conn, CAPSA_SCRIPTS_DIR, 0755, err) < 0)
+        return capsa_err_prefix(err, "runtime.scripts");
+    json_object_foreach(scripts, k, v)
+    {
+        const char *body = json_string_value(v);
+        _cleanup_free_ char *full = NULL;
+        size_t len;
+
+        if (!body || !capsa_sandbox_script_name_ok(k) || strlen(body) > CAPSA_SCRIPT_MAX)
+            return capsa_err_set(err, EINVAL, "runtime.scripts.%.64s: invalid script", k);
+        if (strncmp(body, "#!", 2) != 0) {
+            if (asprintf(&full, "#!%s\n%s", shell, body) < 0) {
+                full = NULL;
+                return capsa_err_set(err, ENOMEM, "out of memory");
+            }
+            body = full;
+        }
+        len = strlen(body);
+        snprintf(path, sizeof(path), "%s/%s", CAPSA_SCRIPTS_DIR, k);
+        if (capsa_fsc_write(&s->b->conn, path, body, len, 0755, err) < 0)
+            return capsa_err_prefix(err, "runtime.scripts.%s", k);
+        log_info("installed script %s", path);
+    }
+    return 0;
+}
+
 static int boot_vm(struct sup *s, capsa_err *err)
 {
     struct capsa_boot_opts bo = {0};
-    char *env[MAX_ENV + 1] = {0}, hostname[65];
+    char *env[MAX_ENV + 2] = {0}, hostname[65];
     struct capsa_spec_env *e;
+    struct capsa_root_disk rd;
+    struct capsa_rootfs_spec rs;
+    struct capsa_rootfs root = {0};
+    bool have_root = false;
     int rc;
 
-    if (s->spec->image.kind != CAPSA_IMAGE_BIND)
-        return capsa_err_set(err, ENOTSUP, "image: only Bind roots are supported yet");
-    if (s->spec->n_env > MAX_ENV)
-        return capsa_err_set(err, E2BIG, "env: at most %d variables", MAX_ENV);
+    if (s->spec->image.kind != CAPSA_IMAGE_BIND) {
+        /* an image pinned at create (or a disk image); the managed upper.ext4 lives in the
+         * sandbox directory, so it persists across stop/start and goes with rm */
+        if (capsa_sandbox_rootfs_spec(s->spec, s->paths.dir, &rd, &rs, err) < 0)
+            return -1;
+        if (rs.pull_policy == CAPSA_PULL_ALWAYS)
+            rs.pull_policy = CAPSA_PULL_IF_MISSING; /* pinned: the digest cannot move */
+        if (capsa_rootfs_resolve(&rs, &root, err) < 0)
+            return -1;
+        have_root = true;
+        bo.root = &root;
+    }
+    if (s->spec->n_env > MAX_ENV) {
+        rc = capsa_err_set(err, E2BIG, "env: at most %d variables", MAX_ENV);
+        goto out;
+    }
     for (size_t i = 0; i < s->spec->n_env; i++) {
         e = &s->spec->env[i];
         if (asprintf(&env[i], "%s=%s", e->key, e->value) < 0) {
@@ -932,6 +1280,10 @@ static int boot_vm(struct sup *s, capsa_err *err)
             rc = capsa_err_set(err, ENOMEM, "out of memory");
             goto out;
         }
+    }
+    if (scripts_path_env(s, have_root ? root.env : NULL, env, err) < 0) {
+        rc = -1;
+        goto out;
     }
     capsa_sandbox_default_hostname(s->name, hostname);
     bo.rootfs = s->spec->image.path;
@@ -944,14 +1296,16 @@ static int boot_vm(struct sup *s, capsa_err *err)
     bo.env = env;
     rc = capsa_boot(&bo, s->paths.run_dir, &s->b, err);
 out:
-    for (size_t i = 0; i < MAX_ENV && env[i]; i++)
+    for (size_t i = 0; i < MAX_ENV + 1 && env[i]; i++)
         free(env[i]);
+    if (have_root)
+        capsa_rootfs_release(&root);
     return rc;
 }
 
 int capsa_supervisor_main(const char *name)
 {
-    struct sup s = {.name = name, .ready_fd = -1, .listen_fd = -1, .sig_fd = -1, .exec_log_fd = -1};
+    struct sup s = {.name = name, .ready_fd = -1, .listen_fd = -1, .sig_fd = -1, .xlog.fd = -1};
     const char *rfd = getenv(CAPSA_SUPERVISOR_READY_ENV);
     capsa_spec_errors errs = {0};
     capsa_err err = {0};
@@ -1003,6 +1357,9 @@ int capsa_supervisor_main(const char *name)
         ret = fail_start(&s, msg);
         goto out;
     }
+    capsa_execlog_open(&s.xlog, s.paths.exec_log);
+    g_sup = &s;
+    capsa_log_set_hook(log_hook);
     s.max_duration_us = s.spec->lifecycle.max_duration_secs * 1000000ull;
     s.idle_timeout_us = s.spec->lifecycle.idle_timeout_secs * 1000000ull;
     if (capsa_rm_rf(s.paths.run_dir, &err) < 0 || capsa_mkdir_p(s.paths.run_dir, 0700, &err) < 0) {
@@ -1014,11 +1371,14 @@ int capsa_supervisor_main(const char *name)
         ret = fail_start(&s, msg);
         goto out;
     }
+    if (install_scripts(&s, &err) < 0) {
+        ret = fail_start(&s, err.msg);
+        goto out;
+    }
     if (listen_control(&s, &err) < 0) {
         ret = fail_start(&s, err.msg);
         goto out;
     }
-    s.exec_log_fd = open(s.paths.exec_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (capsa_store_sandbox_set_status(s.store, name, CAPSA_SB(STARTING), CAPSA_SANDBOX_RUNNING,
                                        NULL, &err) < 0) {
         snprintf(msg, sizeof(msg), "recording running: %s", err.msg);
@@ -1029,6 +1389,11 @@ int capsa_supervisor_main(const char *name)
     s.t_start_us = s.last_activity_us = capsa_now_us();
     log_info("sandbox %s is running (booted in %.2f s, %s)", name, (double)s.b->boot_us / 1e6,
              capsa_accel_name(s.b->vm->accel));
+    sys_line(&s, "--- sandbox started ---");
+    snprintf(s.metrics_path, sizeof(s.metrics_path), "%s/%s", s.paths.run_dir, CAPSA_METRICS_FILE);
+    s.metrics_interval_us = s.spec->metrics_sample_interval_ms * 1000u;
+    s.prev_sample_us = s.t_start_us - s.b->boot_us; /* first rate: over the boot */
+    s.next_metrics_us = s.t_start_us;
     report(&s, true, false, NULL);
     ret = loop(&s);
 out:
@@ -1041,8 +1406,12 @@ out:
     }
     if (s.listen_fd >= 0)
         close(s.listen_fd);
-    if (s.exec_log_fd >= 0)
-        close(s.exec_log_fd);
+    capsa_log_set_hook(NULL);
+    g_sup = NULL;
+    capsa_execlog_close(&s.xlog);
+    for (size_t i = 0; i < s.n_streams; i++)
+        free(s.streams[i].lb);
+    free(s.mi_buf);
     if (s.sig_fd >= 0)
         close(s.sig_fd);
     report(&s, false, false, "the supervisor exited during start");

@@ -126,7 +126,7 @@ sup_pids() {
   for i in $(seq 50); do capsa exec shared -- test -s /tmp/detached && break; sleep 0.2; done
   run capsa exec shared -- cat /tmp/detached
   [ "$output" = detached-out ]
-  grep -q to-log "$CAPSA_HOME/sandboxes/shared/exec.log"
+  [ "$(capsa logs shared --json | jq -r 'select(.d == "to-log\n") | .s')" = stdout ]
   # a detached command that cannot start is reported
   run capsa run -d --name shared "$ROOTFS" -- /no/such/program
   [ "$status" -eq 1 ]
@@ -165,9 +165,9 @@ sup_pids() {
   run capsa create --name shared "$ROOTFS"
   [ "$status" -eq 1 ]
   [[ "$output" == *"already exists"*--replace* ]]
-  run capsa create --name x1 --spec <(echo '{"image": {"Oci": {"reference": "alpine"}}}')
+  run capsa create --name x1 --spec <(echo '{"image": {"Oci": {"reference": "alpine"}}, "pull_policy": "Never"}')
   [ "$status" -eq 1 ]
-  [[ "$output" == *"not supported yet"* ]]
+  [[ "$output" == *"not in the local store"* ]]
   run capsa create --name x2 /no/such/dir
   [ "$status" -eq 1 ]
   [ -z "$(status_of x1)$(status_of x2)" ]
