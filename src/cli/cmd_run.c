@@ -302,7 +302,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                             argv[optind - 1]);
         }
     }
-    if (optind < argc && strcmp(argv[optind], "--") != 0) {
+    /* getopt consumes a "--" that directly follows the options: what comes after it is
+     * the command, never the image */
+    bool after_dashdash = optind > 1 && strcmp(argv[optind - 1], "--") == 0;
+    if (!after_dashdash && optind < argc && strcmp(argv[optind], "--") != 0) {
         const char *img = argv[optind++];
         if (o->rootfs)
             return cli_fail("run: give the root either as --rootfs DIR or as ROOTFS, not both");

@@ -154,3 +154,9 @@ crun() { timeout 300 "$CAPSA_BIN" run --no-tty "$ROOTFS" -- "$@"; }
   kb=$(echo "$output" | sed -n 's/.*mem_kb=\([0-9]*\).*/\1/p')
   [ "$kb" -gt 250000 ] && [ "$kb" -le 307200 ]
 }
+
+@test "--rootfs DIR -- CMD: the command after -- is never taken as the root" {
+  run timeout 300 "$CAPSA_BIN" run --no-tty --rootfs "$ROOTFS" -- echo via-rootfs-flag
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"via-rootfs-flag"* ]]
+}
