@@ -393,6 +393,9 @@ int cmd_logs(int argc, char **argv)
         while (!stop_follow) {
             struct stat cur;
             usleep(FOLLOW_POLL_US);
+            /* the sandbox was removed: nothing more will come */
+            if (stat(paths.dir, &cur) < 0 && errno == ENOENT)
+                break;
             if (r.fd >= 0 && lreader_pump(&r, on_line, &ctx) < 0)
                 goto done;
             /* rotated (or created): finish the old file, then switch to the new one */

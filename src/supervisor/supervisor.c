@@ -95,7 +95,7 @@ struct sup {
     char metrics_path[4300];
     uint64_t metrics_interval_us, next_metrics_us, prev_sample_us;
     struct capsa_proc_stats prev;
-    bool have_prev, meminfo_pending;
+    bool meminfo_pending;
     uint64_t mem_total, mem_avail;
     char *mi_buf;
     size_t mi_len;

@@ -150,7 +150,8 @@ wait_log() {
 
 @test "--follow prints a line written later and exits when killed" {
   local out="$BATS_TEST_TMPDIR/follow.out" pid i
-  capsa logs lg -f >"$out" 2>&1 &
+  # the binary itself, not the capsa() function: $! must be its pid
+  "$CAPSA_BIN" logs lg -f >"$out" 2>&1 &
   pid=$!
   sleep 0.5
   tcapsa run -d --name lg "$ROOTFS" -- sh -c 'sleep 0.5; echo followed-line'
@@ -210,7 +211,7 @@ wait_log() {
   local d="$CAPSA_HOME/sandboxes/lg" out="$BATS_TEST_TMPDIR/follow.out" pid i f
   run tcapsa start lg
   [ "$status" -eq 0 ]
-  capsa logs lg -f --source stdout >"$out" 2>&1 &
+  "$CAPSA_BIN" logs lg -f --source stdout >"$out" 2>&1 &
   pid=$!
   sleep 0.5
   tcapsa run -d --name lg "$ROOTFS" -- sh -c \
@@ -233,5 +234,17 @@ wait_log() {
   [ "$(grep -c '^rot ' "$out")" -eq 3000 ]
   [ "$(grep '^rot ' "$out" | awk '{print $2}' | sort -n -c && echo sorted)" = sorted ]
   run capsa logs lg --tail 1 --source stdout
+  [[ "$output" == "rot 2999 "* ]]
+}
+
+@test "each lifetime captures its own primary session; a PTY session is the output source" {
+  run tcapsa exec lg -t -- sh -c 'echo tty-line'
+  [ "$status" -eq 0 ]
+  run tcapsa exec lg -t -- sh -c 'echo not-primary'
+  run capsa logs lg --json --source output
+  [ "$status" -eq 0 ]
+  [[ "$output" == *'"s":"output","d":"tty-line\r\n"'* ]]
+  [[ "$output" != *not-primary* ]]
+  run capsa logs lg --tail 1 --source stdout,stderr
   [[ "$output" == "rot 2999 "* ]]
 }
