@@ -6,14 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cli_exec.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -74,84 +72,6 @@ static const char run_help[] =
     "\n"
     "Environment: CAPSA_HOME (state, default ~/.capsa), CAPSA_KERNEL (guest kernel),\n"
     "CAPSA_AGENT (guest agent binary), CAPSA_BOOT_TIMEOUT (seconds, default 120).\n";
-
-static const char *const rlimit_names[] = {
-    "cpu",     "fsize", "data",  "stack",      "core",     "rss",  "nproc",  "nofile",
-    "memlock", "as",    "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime",
-};
-
-/* "nofile=1024[:2048]" -> {resource, soft, hard} */
-static json_t *parse_rlimit(const char *s, capsa_err *err)
-{
-    char res[32];
-    const char *eq = strchr(s, '=');
-    unsigned long long soft, hard;
-    char *end;
-    bool known = false;
-
-    if (!eq || eq == s || (size_t)(eq - s) >= sizeof(res)) {
-        capsa_err_set(err, EINVAL, "--rlimit '%s': expected RESOURCE=SOFT[:HARD]", s);
-        return NULL;
-    }
-    memcpy(res, s, (size_t)(eq - s));
-    res[eq - s] = '\0';
-    for (char *p = res; *p; p++)
-        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
-    for (size_t i = 0; i < ARRAY_SIZE(rlimit_names); i++)
-        known = known || !strcmp(res, rlimit_names[i]);
-    if (!known) {
-        capsa_err_set(err, EINVAL,
-                      "--rlimit '%s': unknown resource '%s' (expected cpu, fsize, data, stack, "
-                      "core, rss, nproc, nofile, memlock, as, locks, sigpending, msgqueue, nice, "
-                      "rtprio or rttime)",
-                      s, res);
-        return NULL;
-    }
-    errno = 0;
-    soft = strtoull(eq + 1, &end, 10);
-    if (errno || end == eq + 1 || (*end && *end != ':'))
-        goto bad;
-    hard = soft;
-    if (*end == ':') {
-        const char *h = end + 1;
-        hard = strtoull(h, &end, 10);
-        if (errno || end == h || *end)
-            goto bad;
-    }
-    if (soft > hard) {
-        capsa_err_set(err, EINVAL, "--rlimit '%s': soft limit %llu is above hard limit %llu", s,
-                      soft, hard);
-        return NULL;
-    }
-    return json_pack("{s:s, s:I, s:I}", "resource", res, "soft", (json_int_t)soft, "hard",
-                     (json_int_t)hard);
-bad:
-    capsa_err_set(err, EINVAL, "--rlimit '%s': limits must be non-negative integers", s);
-    return NULL;
-}
-
-static struct termios saved_tio;
-static bool tio_saved;
-
-static void restore_tty(void)
-{
-    if (tio_saved)
-        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
-    tio_saved = false;
-}
-
-static int make_raw(void)
-{
-    struct termios t;
-
-    if (tcgetattr(STDIN_FILENO, &saved_tio) < 0)
-        return -1;
-    tio_saved = true;
-    atexit(restore_tty);
-    t = saved_tio;
-    cfmakeraw(&t);
-    return tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
-}
 
 struct run_opts {
     const char *rootfs;
@@ -266,7 +186,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                 return cli_fail("--timeout '%s': must be greater than zero", optarg);
             break;
         case OPT_RLIMIT: {
-            json_t *r = parse_rlimit(optarg, &err);
+            json_t *r = cli_parse_rlimit(optarg, &err);
             if (!r)
                 return cli_fail("%s", err.msg);
             json_array_append_new(o->rlimits, r);
@@ -330,13 +250,8 @@ static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
     _cleanup_strv_ char **cmd = NULL;
     struct capsa_boot_opts bo = {0};
     struct capsa_booted *b = NULL;
-    struct capsa_exec_result res;
-    struct capsa_exec_opts eo = {0};
     capsa_err err = {0};
-    sigset_t mask;
-    _cleanup_close_ int sfd = -1;
-    bool tty;
-    int ret = -1;
+    int ret;
 
     po.insecure = o->insecure;
     po.ca_certs = o->ca_certs;
@@ -380,68 +295,19 @@ static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
         capsa_rootfs_release(&root);
         return -1;
     }
-    /* From here on signals arrive through a signalfd and go to the command. */
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGQUIT);
-    sigaddset(&mask, SIGWINCH);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-
-    tty = o->tty == 1 || (o->tty == -1 && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO));
     o->env[o->nenv] = NULL;
-    eo.argv = o->cmd;
-    eo.env = o->env;
-    eo.cwd = o->workdir;
-    eo.user = o->user;
-    eo.rlimits = json_array_size(o->rlimits) ? o->rlimits : NULL;
-    eo.tty = tty;
-    eo.stdin_fd = STDIN_FILENO;
-    eo.stdout_fd = STDOUT_FILENO;
-    eo.stderr_fd = STDERR_FILENO;
-    eo.timeout_ms = o->timeout_ms;
-    eo.signal_fd = sfd;
-    eo.winsize_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : -1;
-    eo.detach_key = tty && isatty(STDIN_FILENO) ? 0x1d : -1;
-    if (tty && isatty(STDIN_FILENO)) {
-        struct winsize ws;
-        if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
-            eo.rows = ws.ws_row;
-            eo.cols = ws.ws_col;
-        }
-        make_raw();
-    }
-    if (capsa_exec_run(&b->conn, &eo, &res, &err) < 0) {
-        restore_tty();
-        cli_fail("run: %s", err.msg);
-        capsa_boot_dump_console(b->console_log);
-        goto out;
-    }
-    restore_tty();
-    switch (res.end) {
-    case CAPSA_EXEC_FAILED:
-        cli_fail("run: cannot run '%s': %s", o->cmd[0], res.message);
-        break;
-    case CAPSA_EXEC_TIMEOUT:
-        if (!o->quiet)
-            cli_fail("run: the command timed out after %llu ms and was killed",
-                     (unsigned long long)o->timeout_ms);
-        break;
-    case CAPSA_EXEC_DETACHED:
-        if (!o->quiet)
-            fprintf(stderr, "\r\ncapsa: detached; the sandbox was ephemeral and is removed\n");
-        break;
-    case CAPSA_EXEC_EXITED:
-        break;
-    }
-    *status = capsa_exec_exit_status(&res);
-    ret = 0;
-out:
+    struct cli_exec x = {.cmd = o->cmd,
+                         .env = o->env,
+                         .workdir = o->workdir,
+                         .user = o->user,
+                         .rlimits = o->rlimits,
+                         .tty = o->tty,
+                         .timeout_ms = o->timeout_ms,
+                         .quiet = o->quiet};
+    ret = cli_exec_session(&b->conn, &x, "run", "the sandbox was ephemeral and is removed",
+                           b->console_log, status);
     if (capsa_boot_stop(b, 5000, false, &err) < 0)
         log_warn("stopping the VM: %s", err.msg);
-    sigprocmask(SIG_UNBLOCK, &mask, NULL);
     capsa_rootfs_release(&root);
     return ret;
 }

@@ -7,14 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cli_exec.h"
 #include "conf/conf.h"
 #include "common/cleanup.h"
 #include "common/err.h"
@@ -67,55 +65,6 @@ static int parse_label(const char *s, struct capsa_store_label *l, bool need_val
     if (capsa_store_check_label(l->key, l->value ? l->value : "", &err) < 0)
         return cli_fail("--label '%s': %s", s, err.msg);
     return 0;
-}
-
-static const char *const rlimit_names[] = {
-    "cpu",     "fsize", "data",  "stack",      "core",     "rss",  "nproc",  "nofile",
-    "memlock", "as",    "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime",
-};
-
-/* "nofile=1024[:2048]" -> {resource, soft, hard}; NULL after printing an error. */
-static json_t *parse_rlimit(const char *s)
-{
-    char res[32], *end;
-    const char *eq = strchr(s, '=');
-    unsigned long long soft, hard;
-    bool known = false;
-
-    if (!eq || eq == s || (size_t)(eq - s) >= sizeof(res)) {
-        cli_fail("--rlimit '%s': expected RESOURCE=SOFT[:HARD]", s);
-        return NULL;
-    }
-    memcpy(res, s, (size_t)(eq - s));
-    res[eq - s] = '\0';
-    for (char *p = res; *p; p++)
-        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
-    for (size_t i = 0; i < ARRAY_SIZE(rlimit_names); i++)
-        known = known || !strcmp(res, rlimit_names[i]);
-    if (!known) {
-        cli_fail("--rlimit '%s': unknown resource '%s'", s, res);
-        return NULL;
-    }
-    errno = 0;
-    soft = strtoull(eq + 1, &end, 10);
-    if (errno || end == eq + 1 || (*end && *end != ':') || eq[1] == '-')
-        goto bad;
-    hard = soft;
-    if (*end == ':') {
-        const char *h = end + 1;
-        hard = strtoull(h, &end, 10);
-        if (errno || end == h || *end || *h == '-')
-            goto bad;
-    }
-    if (soft > hard) {
-        cli_fail("--rlimit '%s': soft limit %llu is above hard limit %llu", s, soft, hard);
-        return NULL;
-    }
-    return json_pack("{s:s, s:I, s:I}", "resource", res, "soft", (json_int_t)soft, "hard",
-                     (json_int_t)hard);
-bad:
-    cli_fail("--rlimit '%s': limits must be non-negative integers", s);
-    return NULL;
 }
 
 static void iso_time(int64_t ms, char *buf, size_t len)
@@ -183,94 +132,22 @@ struct exec_cli {
     char **cmd;
 };
 
-static struct termios saved_tio;
-static bool tio_saved;
-
-static void restore_tty(void)
-{
-    if (tio_saved)
-        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
-    tio_saved = false;
-}
-
 static int exec_over(struct capsa_ctl_conn *conn, struct exec_cli *o, const char *name, int *status)
 {
-    struct capsa_exec_opts eo = {0};
-    struct capsa_exec_result res;
-    capsa_err err = {0};
-    _cleanup_close_ int sfd = -1;
-    sigset_t mask;
-    bool tty;
-    int ret = -1;
+    char verb[200], note[240];
+    struct cli_exec x = {.cmd = o->cmd,
+                         .env = o->env,
+                         .workdir = o->workdir,
+                         .user = o->user,
+                         .rlimits = o->rlimits,
+                         .tty = o->tty,
+                         .timeout_ms = o->timeout_ms,
+                         .quiet = o->quiet};
 
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGQUIT);
-    sigaddset(&mask, SIGWINCH);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    tty = o->tty == 1 || (o->tty == -1 && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO));
     o->env[o->nenv] = NULL;
-    eo.argv = o->cmd;
-    eo.env = o->env;
-    eo.cwd = o->workdir;
-    eo.user = o->user;
-    eo.rlimits = json_array_size(o->rlimits) ? o->rlimits : NULL;
-    eo.tty = tty;
-    eo.stdin_fd = STDIN_FILENO;
-    eo.stdout_fd = STDOUT_FILENO;
-    eo.stderr_fd = STDERR_FILENO;
-    eo.timeout_ms = o->timeout_ms;
-    eo.signal_fd = sfd;
-    eo.winsize_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : -1;
-    eo.detach_key = tty && isatty(STDIN_FILENO) ? 0x1d : -1;
-    if (tty && isatty(STDIN_FILENO)) {
-        struct winsize ws;
-        struct termios t;
-        if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
-            eo.rows = ws.ws_row;
-            eo.cols = ws.ws_col;
-        }
-        if (tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
-            tio_saved = true;
-            atexit(restore_tty);
-            t = saved_tio;
-            cfmakeraw(&t);
-            tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
-        }
-    }
-    if (capsa_exec_run(&conn->ch, &eo, &res, &err) < 0) {
-        restore_tty();
-        cli_fail("exec in %s: %s", name, err.msg);
-        goto out;
-    }
-    restore_tty();
-    switch (res.end) {
-    case CAPSA_EXEC_FAILED:
-        cli_fail("exec: cannot run '%s': %s", o->cmd[0], res.message);
-        break;
-    case CAPSA_EXEC_TIMEOUT:
-        if (!o->quiet)
-            cli_fail("exec: the command timed out after %llu ms and was killed",
-                     (unsigned long long)o->timeout_ms);
-        break;
-    case CAPSA_EXEC_DETACHED:
-        if (!o->quiet)
-            fprintf(stderr,
-                    "\r\ncapsa: detached; the command was killed, sandbox %s keeps "
-                    "running\n",
-                    name);
-        break;
-    case CAPSA_EXEC_EXITED:
-        break;
-    }
-    *status = capsa_exec_exit_status(&res);
-    ret = 0;
-out:
-    sigprocmask(SIG_UNBLOCK, &mask, NULL);
-    return ret;
+    snprintf(verb, sizeof(verb), "exec in %s", name);
+    snprintf(note, sizeof(note), "the command was killed, sandbox %s keeps running", name);
+    return cli_exec_session(&conn->ch, &x, verb, note, NULL, status);
 }
 
 /* ---- create / run --name ------------------------------------------------------------------ */
@@ -491,7 +368,7 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
                 return cli_fail("--timeout '%s': must be greater than zero", optarg);
             break;
         case OPT_RLIMIT: {
-            json_t *r = parse_rlimit(optarg);
+            json_t *r = cli_parse_rlimit(optarg, &err);
             if (!r)
                 return 1;
             json_array_append_new(o->x.rlimits, r);
@@ -1554,7 +1431,7 @@ int cmd_exec(int argc, char **argv)
             }
             break;
         case OPT_RLIMIT: {
-            json_t *r = parse_rlimit(optarg);
+            json_t *r = cli_parse_rlimit(optarg, &err);
             if (!r)
                 goto out;
             json_array_append_new(o.rlimits, r);
