@@ -11,6 +11,9 @@
 static const struct cli_verb verbs[] = {
     {"image", NULL, "List, inspect and remove pulled OCI images", cmd_image, false},
     {"pull", NULL, "Download an OCI image from a registry", cmd_pull, false},
+    {"load", NULL, "Import images from a docker or OCI archive", cmd_load, false},
+    {"save", NULL, "Write images as a docker or OCI archive", cmd_save, false},
+    {"registry", NULL, "Log in to and out of registries, list stored logins", cmd_registry, false},
     {"run", NULL, "Boot a sandbox, run a command in it, and remove it", cmd_run, false},
     {"spec", NULL, "Check and normalize a SandboxSpec JSON document", cmd_spec, false},
     {"version", NULL, "Print the capsa version", cmd_version, false},
