@@ -17,8 +17,8 @@ int cmd_spec(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_image(int argc, char **argv);
-int cmd_load(int argc, char **argv); /* cmd_image.c */
-int cmd_save(int argc, char **argv); /* cmd_image.c */
+int cmd_load(int argc, char **argv);
+int cmd_save(int argc, char **argv);
 int cmd_registry(int argc, char **argv); /* cmd_registry.c */
 int cmd_version(int argc, char **argv);
 /* cmd_sandbox.c: named sandboxes */

@@ -1,5 +1,6 @@
 /* cmd_image.c - `capsa pull` and `capsa image ls|inspect|rm`: OCI images from registries. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/err.h"
+#include "image/archive.h"
 #include "image/image.h"
 #include "store/store.h"
 
@@ -123,6 +125,8 @@ static const char image_help[] =
     "Commands:\n"
     "  ls [--format table|json] [-q]       list pulled images (-q: references only)\n"
     "  inspect REF [--format text|json]    show an image's manifest, layers, config and disk\n"
+    "  load [-i FILE] [-t REF] [-q]        import a docker or OCI archive (capsa load)\n"
+    "  save REF... [--format docker|oci]   write images as a tar archive (capsa save)\n"
     "  rm REF... [-q] [-f]                 remove references; an image's disk, manifest,\n"
     "                                      config and the layers no other image uses go\n"
     "                                      with its last reference; one a sandbox was\n"
@@ -408,6 +412,165 @@ static int image_rm(int argc, char **argv)
     return rc;
 }
 
+static const char load_help[] =
+    "Usage: capsa load [-i FILE] [-t REF] [-q]\n"
+    "\n"
+    "Import images from a tar archive: a docker-save archive (manifest.json, configs and\n"
+    "layer tars) or an OCI image layout (oci-layout, index.json, blobs/sha256/...), plain\n"
+    "or gzip/zstd compressed. Every blob is checked against its digest, stored once under\n"
+    "$CAPSA_HOME/images/blobs, and the lower disk is built as for `capsa pull`, so the image\n"
+    "runs without a registry. A bad archive leaves no image behind.\n"
+    "\n"
+    "Options:\n"
+    "  -i, --input FILE   read FILE instead of stdin\n"
+    "  -t, --tag REF      name the image REF (the archive must hold one image); needed when\n"
+    "                     the archive names none\n"
+    "  -q, --quiet        print nothing\n"
+    "  -h, --help         show this help\n"
+    "\n"
+    "Prints \"Loaded image: REF\" per image. Also available as `capsa image load`.\n";
+
+int cmd_load(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"input", required_argument, NULL, 'i'},
+        {"tag", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *input = NULL, *tag = NULL;
+    _cleanup_close_ int fd = -1;
+    capsa_err err = {0};
+    bool quiet = false;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+i:t:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            input = optarg;
+            break;
+        case 't':
+            tag = optarg;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'h':
+            fputs(load_help, stdout);
+            return 0;
+        default:
+            fputs(load_help, stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "capsa load: unexpected argument '%s'\n\n%s", argv[optind], load_help);
+        return 2;
+    }
+    if (input && strcmp(input, "-") != 0) {
+        fd = open(input, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return cli_fail("load: open %s: %s", input, strerror(errno));
+    } else if (isatty(STDIN_FILENO)) {
+        return cli_fail("load: stdin is a terminal; give -i FILE or pipe an archive");
+    }
+    if (capsa_archive_load(fd >= 0 ? fd : STDIN_FILENO, tag,
+                           quiet ? CAPSA_PROGRESS_NONE : CAPSA_PROGRESS_LINES,
+                           quiet ? NULL : stdout, &err) < 0)
+        return cli_fail("%s", err.msg);
+    return 0;
+}
+
+static const char save_help[] =
+    "Usage: capsa save [--format docker|oci] [-o FILE] [-q] REF...\n"
+    "\n"
+    "Write pulled or loaded images as a tar archive that `capsa load` (and docker load,\n"
+    "skopeo, podman) can read: the stored manifest, config and layer blobs under\n"
+    "blobs/sha256/, plus manifest.json (docker, the default) or oci-layout and index.json\n"
+    "(oci).\n"
+    "\n"
+    "Options:\n"
+    "      --format F     docker (default) or oci\n"
+    "  -o, --output FILE  write FILE instead of stdout\n"
+    "  -q, --quiet        print nothing\n"
+    "  -h, --help         show this help\n"
+    "\n"
+    "Also available as `capsa image save`.\n";
+
+int cmd_save(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"format", required_argument, NULL, 'F'},
+        {"output", required_argument, NULL, 'o'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    enum capsa_archive_format format = CAPSA_ARCHIVE_DOCKER;
+    const char *output = NULL;
+    char tmp[4096] = "";
+    _cleanup_close_ int fd = -1;
+    capsa_err err = {0};
+    bool quiet = false;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+o:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'F':
+            if (!strcmp(optarg, "docker") || !strcmp(optarg, "docker-archive"))
+                format = CAPSA_ARCHIVE_DOCKER;
+            else if (!strcmp(optarg, "oci") || !strcmp(optarg, "oci-archive"))
+                format = CAPSA_ARCHIVE_OCI;
+            else
+                return cli_fail("save: --format '%s': expected docker or oci", optarg);
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'h':
+            fputs(save_help, stdout);
+            return 0;
+        default:
+            fputs(save_help, stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "capsa save: expected at least one REF\n\n%s", save_help);
+        return 2;
+    }
+    if (output && strcmp(output, "-") != 0) {
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", output, (int)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return cli_fail("save: create %s: %s", tmp, strerror(errno));
+    } else if (isatty(STDOUT_FILENO)) {
+        return cli_fail("save: stdout is a terminal; give -o FILE or redirect");
+    }
+    if (capsa_archive_save((const char *const *)argv + optind, (size_t)(argc - optind), format,
+                           fd >= 0 ? fd : STDOUT_FILENO, &err) < 0) {
+        if (tmp[0])
+            unlink(tmp);
+        return cli_fail("%s", err.msg);
+    }
+    if (tmp[0]) {
+        if (fsync(fd) < 0 || rename(tmp, output) < 0) {
+            int e = errno;
+            unlink(tmp);
+            return cli_fail("save: write %s: %s", output, strerror(e));
+        }
+        if (!quiet)
+            fprintf(stderr, "saved %d image(s) to %s\n", argc - optind, output);
+    }
+    return 0;
+}
+
 int cmd_image(int argc, char **argv)
 {
     if (argc < 2) {
@@ -424,5 +587,9 @@ int cmd_image(int argc, char **argv)
         return image_inspect(argc - 1, argv + 1);
     if (!strcmp(argv[1], "rm") || !strcmp(argv[1], "remove"))
         return image_rm(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "load"))
+        return cmd_load(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "save"))
+        return cmd_save(argc - 1, argv + 1);
     return cli_fail("image: unknown command '%s' (see capsa image --help)", argv[1]);
 }

@@ -551,3 +551,78 @@ int capsa_image_remove(const char *ref, capsa_err *err)
     capsa_store_layers_free(orphans, n_orphans);
     return 0;
 }
+
+int capsa_image_install(const char *refstr, const char *body, size_t len,
+                        enum capsa_progress_mode progress, struct capsa_image_info *out,
+                        capsa_err *err)
+{
+    struct capsa_image_info info = {0};
+    _cleanup_(manifest_clearp) struct capsa_manifest m = {0};
+    _cleanup_(config_clearp) struct capsa_image_config cfg = {0};
+    _cleanup_free_ char *config_body = NULL;
+    _cleanup_close_ int gc_lock = -1;
+    _cleanup_close_ int mlock = -1;
+    char digest[CAPSA_DIGEST_MAX];
+    uint8_t sum[CAPSA_SHA256_LEN];
+    size_t config_len = 0;
+    int64_t size;
+
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (capsa_image_canonical(refstr, info.reference, sizeof(info.reference), err) < 0)
+        return -1;
+    if (capsa_manifest_parse(body, len, NULL, &m, err) < 0)
+        return capsa_err_prefix(err, "%s", info.reference);
+    if (m.kind != CAPSA_MANIFEST_IMAGE)
+        return capsa_err_set(err, EINVAL, "%s: manifest is an index, not an image", info.reference);
+    capsa_sha256_buf(body, len, sum);
+    memcpy(digest, "sha256:", 7);
+    capsa_sha256_hex(sum, sizeof(sum), digest + 7);
+    if (capsa_images_init(err) < 0)
+        return -1;
+    gc_lock = capsa_images_lock("gc", LOCK_SH, err);
+    if (gc_lock < 0)
+        return -1;
+    for (size_t i = 0; i < m.n_layers; i++)
+        if (!capsa_blob_present(m.layers[i].digest))
+            return capsa_err_set(err, ENOENT, "%s: layer %s is not in the blob store",
+                                 info.reference, m.layers[i].digest);
+    if (capsa_blob_put(digest, body, len, err) < 0)
+        return -1;
+    snprintf(info.manifest_digest, sizeof(info.manifest_digest), "%s", digest);
+    snprintf(info.config_digest, sizeof(info.config_digest), "%s", m.config.digest);
+    if (fill_paths(&info, err) < 0)
+        return -1;
+    if (capsa_blob_read(m.config.digest, CAPSA_CONFIG_MAX, &config_body, &config_len, err) < 0)
+        return capsa_err_prefix(err, "%s: image config", info.reference);
+    if ((int64_t)config_len != m.config.size)
+        return capsa_err_set(err, EBADMSG, "image config %s: %zu bytes, the manifest says %lld",
+                             m.config.digest, config_len, (long long)m.config.size);
+    if (capsa_image_config_parse(config_body, config_len, &cfg, err) < 0)
+        return capsa_err_prefix(err, "%s", info.reference);
+    if (cfg.n_diff_ids != m.n_layers)
+        return capsa_err_set(err, EINVAL,
+                             "%s: the manifest has %zu layers but the config lists %zu diff_ids",
+                             info.reference, m.n_layers, cfg.n_diff_ids);
+    if (cfg.os[0] && strcmp(cfg.os, "linux") != 0)
+        return capsa_err_set(err, EINVAL, "%s: image is for os '%s', not linux", info.reference,
+                             cfg.os);
+    size = m.config.size;
+    for (size_t i = 0; i < m.n_layers; i++)
+        size += m.layers[i].size;
+    info.size = size;
+    mlock = capsa_images_lock(digest + 7, LOCK_EX, err);
+    if (mlock < 0)
+        return -1;
+    if (!disk_present(&info)) {
+        if (build_disk(&m, &cfg, m.config.digest, &info, progress, err) < 0)
+            return capsa_err_prefix(err, "%s", info.reference);
+    } else {
+        info.cached = true;
+    }
+    if (record(info.reference, digest, body, &m, &cfg, config_body, size, err) < 0)
+        return capsa_err_prefix(err, "%s: record in the store", info.reference);
+    if (out)
+        *out = info;
+    return 0;
+}

@@ -55,6 +55,13 @@ int capsa_image_lookup(const char *ref, struct capsa_image_info *out, capsa_err 
  * manifest and config blobs, and every layer no other image uses go too. */
 int capsa_image_remove(const char *ref, capsa_err *err);
 
+/* Install an image whose config and layer blobs are already in the blob store (capsa load):
+ * store the manifest body as a blob, check the config, build the lower disk as a pull does
+ * (every layer's diff_id is checked) and write the image row under ref. */
+int capsa_image_install(const char *ref, const char *manifest_body, size_t len,
+                        enum capsa_progress_mode progress, struct capsa_image_info *out,
+                        capsa_err *err);
+
 /* Canonical form of a user reference ("busybox" -> "docker.io/library/busybox:latest");
  * digests and "sha256:..." keys pass through. */
 int capsa_image_canonical(const char *ref, char *buf, size_t len, capsa_err *err);
