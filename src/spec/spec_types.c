@@ -57,7 +57,7 @@ static const char *check_script_name(const char *s)
 
 static const char *check_nonempty_text(const char *s)
 {
-    return NULL;
+    return s[0] ? NULL : "must not be empty";
 }
 
 static const struct spec_string str_init_cmd = {4096, check_init_cmd, false};
