@@ -18,6 +18,7 @@
 #include "lib/boot.h"
 #include "lib/exec.h"
 #include "lib/fsc.h"
+#include "lib/rootfs.h"
 #include "vm/qemu.h"
 
 static int cmp_u64(const void *a, const void *b)
@@ -115,8 +116,13 @@ static int fs_roundtrip(struct capsa_agentc *c)
 static int exec_bench(struct capsa_agentc *c, int n)
 {
     char *argv[] = {getenv("VMTOOL_EXEC") ? getenv("VMTOOL_EXEC") : "true", NULL};
-    struct capsa_exec_opts o = {.argv = argv, .stdin_fd = -1, .stdout_fd = 1, .stderr_fd = 2,
-                                .signal_fd = -1, .winsize_fd = -1, .detach_key = -1};
+    struct capsa_exec_opts o = {.argv = argv,
+                                .stdin_fd = -1,
+                                .stdout_fd = 1,
+                                .stderr_fd = 2,
+                                .signal_fd = -1,
+                                .winsize_fd = -1,
+                                .detach_key = -1};
     struct capsa_exec_result r;
     capsa_err err = {0};
     uint64_t *v = calloc((size_t)n, sizeof(*v));
@@ -162,8 +168,21 @@ int main(int argc, char **argv)
     bo.rootfs = argv[1];
     bo.memory_mib = 256;
     if (capsa_path(run_dir, sizeof(run_dir), &err, "run/vmtool-%d", (int)getpid()) < 0 ||
-        capsa_mkdir_p(run_dir, 0700, &err) < 0 || capsa_boot(&bo, run_dir, &b, &err) < 0) {
+        capsa_mkdir_p(run_dir, 0700, &err) < 0) {
         fprintf(stderr, "vmtool: %s\n", err.msg);
+        return 1;
+    }
+    /* ROOTFS may also be an image reference already in the store (or a disk image) */
+    struct capsa_rootfs_spec rs = {.source = argv[1], .state_dir = run_dir};
+    struct capsa_rootfs root;
+    if (capsa_rootfs_resolve(&rs, &root, &err) < 0) {
+        fprintf(stderr, "vmtool: %s\n", err.msg);
+        return 1;
+    }
+    bo.root = &root;
+    if (capsa_boot(&bo, run_dir, &b, &err) < 0) {
+        fprintf(stderr, "vmtool: %s\n", err.msg);
+        capsa_rootfs_release(&root);
         return 1;
     }
     printf("boot_us=%llu\n", (unsigned long long)b->boot_us);
@@ -183,5 +202,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "vmtool: stop: %s\n", err.msg);
         rc = rc ? rc : 1;
     }
+    capsa_rootfs_release(&root);
     return rc;
 }
