@@ -13,6 +13,7 @@
 #include "cli/cli_exec.h"
 #include "common/cleanup.h"
 #include "common/err.h"
+#include "common/units.h"
 #include "lib/boot.h"
 #include "lib/exec.h"
 
@@ -165,4 +166,82 @@ int cli_exec_session(struct capsa_agentc *ch, const struct cli_exec *x, const ch
 out:
     sigprocmask(SIG_UNBLOCK, &mask, NULL);
     return ret;
+}
+
+int cli_opt_cpus(const char *arg, int *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+
+    if (*end || v < 1 || v > 64)
+        return cli_fail("--cpus '%s': expected an integer from 1 to 64", arg);
+    *out = (int)v;
+    return 0;
+}
+
+int cli_opt_memory(const char *arg, uint64_t *mib)
+{
+    capsa_err err = {0};
+
+    if (capsa_parse_size_mib(arg, mib, &err) < 0)
+        return cli_fail("--memory: %s", err.msg);
+    if (*mib < 64)
+        return cli_fail("--memory '%s': at least 64M is needed to boot", arg);
+    return 0;
+}
+
+int cli_opt_env(const char *arg, char **env, size_t *n, size_t max)
+{
+    if (!strchr(arg, '=') || arg[0] == '=')
+        return cli_fail("--env '%s': expected KEY=VALUE", arg);
+    if (*n >= max)
+        return cli_fail("--env: at most %zu variables", max);
+    env[(*n)++] = (char *)arg;
+    return 0;
+}
+
+int cli_opt_workdir(const char *arg, const char **out)
+{
+    if (arg[0] != '/')
+        return cli_fail("--workdir '%s': must be an absolute path", arg);
+    *out = arg;
+    return 0;
+}
+
+int cli_opt_user(const char *arg, const char **out)
+{
+    if (!*arg)
+        return cli_fail("--user: must not be empty");
+    *out = arg;
+    return 0;
+}
+
+int cli_opt_hostname(const char *arg, const char **out)
+{
+    if (!*arg || strlen(arg) > 64)
+        return cli_fail("--hostname '%s': must be 1 to 64 characters", arg);
+    *out = arg;
+    return 0;
+}
+
+int cli_opt_timeout(const char *arg, uint64_t *ms)
+{
+    capsa_err err = {0};
+
+    if (capsa_parse_duration_ms(arg, ms, &err) < 0)
+        return cli_fail("--timeout: %s", err.msg);
+    if (*ms == 0)
+        return cli_fail("--timeout '%s': must be greater than zero", arg);
+    return 0;
+}
+
+int cli_opt_rlimit(const char *arg, json_t *rlimits)
+{
+    capsa_err err = {0};
+    json_t *r = cli_parse_rlimit(arg, &err);
+
+    if (!r)
+        return cli_fail("%s", err.msg);
+    json_array_append_new(rlimits, r);
+    return 0;
 }

@@ -30,4 +30,15 @@ struct cli_exec {
 int cli_exec_session(struct capsa_agentc *ch, const struct cli_exec *x, const char *verb,
                      const char *detach_note, const char *console_log, int *status);
 
+/* Flag values shared by run, create and exec: each returns 0, or 1 after printing
+ * an error naming the flag and what was expected. */
+int cli_opt_cpus(const char *arg, int *out);
+int cli_opt_memory(const char *arg, uint64_t *mib);
+int cli_opt_env(const char *arg, char **env, size_t *n, size_t max);
+int cli_opt_workdir(const char *arg, const char **out);
+int cli_opt_user(const char *arg, const char **out);
+int cli_opt_hostname(const char *arg, const char **out);
+int cli_opt_timeout(const char *arg, uint64_t *ms);
+int cli_opt_rlimit(const char *arg, json_t *rlimits);
+
 #endif

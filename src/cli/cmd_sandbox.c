@@ -291,41 +291,29 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
         case OPT_SPEC:
             o->spec_file = optarg;
             break;
-        case 'c': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > 64)
-                return cli_fail("--cpus '%s': expected an integer from 1 to 64", optarg);
-            o->cpus = (int)v;
+        case 'c':
+            if (cli_opt_cpus(optarg, &o->cpus))
+                return 1;
             break;
-        }
         case 'm':
-            if (capsa_parse_size_mib(optarg, &o->memory_mib, &err) < 0)
-                return cli_fail("--memory: %s", err.msg);
-            if (o->memory_mib < 64)
-                return cli_fail("--memory '%s': at least 64M is needed to boot", optarg);
+            if (cli_opt_memory(optarg, &o->memory_mib))
+                return 1;
             break;
         case 'e':
-            if (!strchr(optarg, '=') || optarg[0] == '=')
-                return cli_fail("--env '%s': expected KEY=VALUE", optarg);
-            if (o->x.nenv >= MAX_ENV)
-                return cli_fail("--env: at most %d variables", MAX_ENV);
-            o->x.env[o->x.nenv++] = optarg;
+            if (cli_opt_env(optarg, o->x.env, &o->x.nenv, MAX_ENV))
+                return 1;
             break;
         case 'w':
-            if (optarg[0] != '/')
-                return cli_fail("--workdir '%s': must be an absolute path", optarg);
-            o->x.workdir = optarg;
+            if (cli_opt_workdir(optarg, &o->x.workdir))
+                return 1;
             break;
         case 'u':
-            if (!*optarg)
-                return cli_fail("--user: must not be empty");
-            o->x.user = optarg;
+            if (cli_opt_user(optarg, &o->x.user))
+                return 1;
             break;
         case 'H':
-            if (!*optarg || strlen(optarg) > 64)
-                return cli_fail("--hostname '%s': must be 1 to 64 characters", optarg);
-            o->hostname = optarg;
+            if (cli_opt_hostname(optarg, &o->hostname))
+                return 1;
             break;
         case OPT_LABEL:
             if (o->nlabels >= MAX_LABELS)
@@ -362,18 +350,13 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
             o->x.tty = 0;
             break;
         case OPT_TIMEOUT:
-            if (capsa_parse_duration_ms(optarg, &o->x.timeout_ms, &err) < 0)
-                return cli_fail("--timeout: %s", err.msg);
-            if (o->x.timeout_ms == 0)
-                return cli_fail("--timeout '%s': must be greater than zero", optarg);
-            break;
-        case OPT_RLIMIT: {
-            json_t *r = cli_parse_rlimit(optarg, &err);
-            if (!r)
+            if (cli_opt_timeout(optarg, &o->x.timeout_ms))
                 return 1;
-            json_array_append_new(o->x.rlimits, r);
             break;
-        }
+        case OPT_RLIMIT:
+            if (cli_opt_rlimit(optarg, o->x.rlimits))
+                return 1;
+            break;
         case OPT_ACCEL:
             break; /* the supervisor resolves the accelerator (auto) */
         case OPT_SCRIPT: {

@@ -340,3 +340,14 @@ sup_pids() {
     fi
   done
 }
+
+@test "create rejects bad flag values with a message naming the flag, before anything is stored" {
+  run capsa create --name badflags --rlimit bogus=1 "$ROOTFS"
+  [ "$status" -eq 1 ]; [[ "$output" == *"unknown resource 'bogus'"* ]]
+  run capsa create --name badflags -c 0 "$ROOTFS"
+  [ "$status" -eq 1 ]; [[ "$output" == *"--cpus '0'"* ]]
+  run capsa create --name badflags --timeout 0 "$ROOTFS"
+  [ "$status" -eq 1 ]
+  run capsa ls -q
+  [[ "$output" != *badflags* ]]
+}
