@@ -137,6 +137,12 @@ void agent_fs_data(struct agent *a, struct agent_stream *s, const uint8_t *p, si
 void agent_fs_pump_read(struct agent *a, struct agent_stream *s);
 void agent_fs_close(struct agent_stream *s);
 
+/* modules.c */
+/* Load /lib/modules/capsa/<name> in the order of /lib/modules/capsa/order (finit_module;
+ * EEXIST is fine). Returns how many loaded, 0 when there is no order file, -1 when it is
+ * unreadable or too large. PID 1 only, before the agent port is opened. */
+int agent_modules_load(void);
+
 /* boot.c */
 /* PID 1 early set-up: /proc, /sys, /dev, console; returns the channel fd. */
 int agent_boot_early(capsa_err *err);

@@ -31,8 +31,15 @@
 
 #define PORT_NAME  "capsa.agent"
 #define NEWROOT    "/newroot"
-#define P9_OPTS    "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
-#define P9_OPTS_NC "trans=virtio,version=9p2000.L,msize=524288"
+/* Shared folders: cache=mmap, so host and guest see each other's changes at once
+ * (every lookup and write is a round trip to QEMU). The root of a directory-rooted
+ * sandbox: cache=loose, so lookups, attributes and file pages stay cached in the
+ * guest (an exec of a cached binary costs no reads); writes are written back by the
+ * kernel and exec.c syncs them before each exec.exited, and changes made on the host
+ * under a running sandbox may not be seen by it (see docs/run.md). */
+#define P9_OPTS      "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
+#define P9_OPTS_ROOT "trans=virtio,version=9p2000.L,msize=524288,cache=loose"
+#define P9_OPTS_NC   "trans=virtio,version=9p2000.L,msize=524288"
 
 static int mkdir_p(const char *path, mode_t mode)
 {
@@ -146,8 +153,9 @@ int agent_boot_early(capsa_err *err)
     if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
         return capsa_err_set(err, errno, "mount /dev: %s", strerror(errno));
     ensure_console();
-    /* virtio probing is done before init runs, but be lenient: up to 5 s */
-    for (int i = 0; i < 100; i++) {
+    /* virtio probing is done before init runs, but be lenient: up to 5 s (20 s after
+     * loading modules: the port's name arrives asynchronously, under TCG) */
+    for (int i = 0, n = agent_modules_load() > 0 ? 400 : 100; i < n; i++) {
         fd = open_port(err);
         if (fd >= 0) {
             agent_dbg("agent port open as fd %d", fd);
@@ -187,15 +195,21 @@ static int mount_runtime(const char *prefix, capsa_err *err)
     return 0;
 }
 
-static int mount_9p(const char *tag, const char *target, unsigned long flags, capsa_err *err)
+static int mount_9p_opts(const char *tag, const char *target, unsigned long flags,
+                         const char *opts, capsa_err *err)
 {
     if (mkdir_p(target, 0755) < 0)
         return capsa_err_set(err, errno, "mkdir %s: %s", target, strerror(errno));
-    if (mount(tag, target, "9p", flags, P9_OPTS) == 0)
+    if (mount(tag, target, "9p", flags, opts) == 0)
         return 0;
     if (errno == EINVAL && mount(tag, target, "9p", flags, P9_OPTS_NC) == 0)
         return 0;
     return capsa_err_set(err, errno, "mount 9p tag %s on %s: %s", tag, target, strerror(errno));
+}
+
+static int mount_9p(const char *tag, const char *target, unsigned long flags, capsa_err *err)
+{
+    return mount_9p_opts(tag, target, flags, P9_OPTS, err);
 }
 
 /* Move /proc, /sys, /dev into NEWROOT (already mounted), mount the runtime dirs there,
@@ -228,7 +242,7 @@ static int switch_root(capsa_err *err)
 
 static int switch_root_9p(const char *tag, capsa_err *err)
 {
-    if (mount_9p(tag, NEWROOT, 0, err) < 0)
+    if (mount_9p_opts(tag, NEWROOT, 0, P9_OPTS_ROOT, err) < 0)
         return capsa_err_prefix(err, "root");
     return switch_root(err);
 }

@@ -180,6 +180,12 @@ void agent_fs_data(struct agent *a, struct agent_stream *s, const uint8_t *p, si
     s->dead = true;
     if (s->failed)
         return;
+    /* a 9p root caches file data (cache=loose, boot.c): write it back to the host now */
+    if (a->pid1 && a->boot.root_kind == AGENT_ROOT_9P && fdatasync(s->fd) < 0 && errno != EINVAL &&
+        errno != EROFS) {
+        agent_send_error(a, s->id, errno_code(errno), errno, "write: sync: %s", strerror(errno));
+        return;
+    }
     if (close(s->fd) < 0) {
         s->fd = -1;
         agent_send_error(a, s->id, errno_code(errno), errno, "write: close: %s", strerror(errno));

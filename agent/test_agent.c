@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -112,7 +114,9 @@ static json_t *expect_json(struct conn *c, uint32_t stream, uint16_t type)
     return j;
 }
 
-static void agent_start(struct conn *c, const char *boot)
+/* Start the agent; prep (when given) runs in the child first and returns false to
+ * abandon the start (the agent then never says hello). */
+static void agent_start_prep(struct conn *c, const char *boot, bool (*prep)(void *), void *arg)
 {
     const char *bin = getenv("CAPSA_AGENT");
     int sv[2];
@@ -123,6 +127,8 @@ static void agent_start(struct conn *c, const char *boot)
     c->pid = fork();
     assert_true(c->pid >= 0);
     if (c->pid == 0) {
+        if (prep && !prep(arg))
+            _exit(125);
         if (sv[1] == 3)
             fcntl(3, F_SETFD, 0); /* dup2 onto itself would keep CLOEXEC */
         else
@@ -140,6 +146,11 @@ static void agent_start(struct conn *c, const char *boot)
     j = expect_json(c, 0, CAPSA_MSG_READY);
     assert_true(json_is_integer(json_object_get(j, "boot_ms")));
     json_decref(j);
+}
+
+static void agent_start(struct conn *c, const char *boot)
+{
+    agent_start_prep(c, boot, NULL, NULL);
 }
 
 static int agent_stop(struct conn *c)
@@ -1007,6 +1018,259 @@ static void test_users_parse(void **state)
     free(txt);
 }
 
+/* ---- the passwd/group cache, against files the test controls ----
+ * The agent resolves users from /etc/passwd and /etc/group of its root, so it runs in
+ * a private mount namespace where both are bind mounts of files in tmpdir. */
+
+struct etc_files {
+    char passwd[256], group[256];
+};
+
+static bool bind_etc(void *arg)
+{
+    const struct etc_files *f = arg;
+    return unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+           mount(f->passwd, "/etc/passwd", NULL, MS_BIND, NULL) == 0 &&
+           mount(f->group, "/etc/group", NULL, MS_BIND, NULL) == 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Run `sh -c script` as user; the output, or "failed:KIND". */
+static char *run_as(struct conn *c, const char *user, const char *script)
+{
+    json_t *start = json_pack("{s:[s,s,s], s:s}", "argv", "sh", "-c", script, "user", user);
+    char *js = json_dumps(start, JSON_COMPACT), *out;
+    struct result r;
+
+    run(c, js, NULL, 0, &r);
+    if (r.failed) {
+        assert_true(asprintf(&out, "failed:%s", r.kind) > 0);
+    } else {
+        assert_int_equal(r.code, 0);
+        out = strdup(r.out ? (char *)r.out : "");
+    }
+    result_free(&r);
+    free(js);
+    json_decref(start);
+    return out;
+}
+
+#define assert_run_as(c, user, script, want)                                                       \
+    do {                                                                                           \
+        char *got_ = run_as(c, user, script);                                                      \
+        if (strcmp(got_, want) != 0)                                                               \
+            fail_msg("as %s, `%s`: got \"%s\", want \"%s\"", user, script, got_, want);            \
+        free(got_);                                                                                \
+    } while (0)
+
+static void test_users_cache(void **state)
+{
+    static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n"
+                                 "cacheuser:x:4242:4343::/home/cacheuser:/bin/sh\n";
+    static const char group[] = "root:x:0:\n";
+    struct etc_files f;
+    struct conn c;
+    int probe, st;
+
+    if (geteuid() != 0) {
+        skip();
+        return;
+    }
+    snprintf(f.passwd, sizeof(f.passwd), "%s/passwd", tmpdir);
+    snprintf(f.group, sizeof(f.group), "%s/group", tmpdir);
+    write_file(f.passwd, passwd);
+    write_file(f.group, group);
+    chmod(f.passwd, 0644);
+    chmod(f.group, 0644);
+    /* a host that forbids mount namespaces cannot run this test */
+    probe = fork();
+    assert_true(probe >= 0);
+    if (probe == 0)
+        _exit(bind_etc(&f) ? 0 : 1);
+    assert_int_equal(waitpid(probe, &st, 0), probe);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        skip();
+        return;
+    }
+
+    agent_start_prep(&c, "{\"version\":1,\"root\":{\"kind\":\"none\"}}", bind_etc, &f);
+    assert_run_as(&c, "cacheuser", "id -u; id -g; id -G; echo $HOME",
+                  "4242\n4343\n4343\n/home/cacheuser\n");
+    assert_run_as(&c, "newuser", "id -u", "failed:user_setup_failed");
+    /* an exec adds a user (an append: the size changes); the next exec can be that user */
+    assert_run_as(&c, "root",
+                  "echo 'newuser:x:4444:4545::/home/newuser:/bin/sh' >> /etc/passwd && echo ok",
+                  "ok\n");
+    assert_run_as(&c, "newuser", "id -u; id -g; echo $HOME", "4444\n4545\n/home/newuser\n");
+    /* a supplementary group appears in /etc/group */
+    assert_run_as(&c, "root", "echo 'extra:x:5151:other,newuser' >> /etc/group && echo ok", "ok\n");
+    assert_run_as(&c, "newuser", "id -G", "4545 5151\n");
+    assert_run_as(&c, "newuser:extra", "id -g", "5151\n");
+    /* an edit in place that keeps the size (uid 4444 -> 4445) and lands in the same
+     * timestamp tick as the last read: the copy read within 2 s of a change is not trusted */
+    for (int i = 0; i < 3; i++) {
+        char want[32], script[160];
+        FILE *pf = fopen(f.passwd, "r+");
+        char buf[4096];
+        size_t n;
+        assert_non_null(pf);
+        n = fread(buf, 1, sizeof(buf) - 1, pf);
+        buf[n] = '\0';
+        char *p = strstr(buf, "newuser:x:444");
+        assert_non_null(p);
+        p[strlen("newuser:x:444")] = (char)('5' + i);
+        rewind(pf);
+        assert_int_equal(fwrite(buf, 1, n, pf), n);
+        assert_int_equal(fclose(pf), 0);
+        snprintf(want, sizeof(want), "444%d\n", 5 + i);
+        assert_run_as(&c, "newuser", "id -u", want);
+        snprintf(script, sizeof(script), "id -u # %d", i);
+        assert_run_as(&c, "newuser", script, want);
+    }
+    /* the user goes away again */
+    write_file(f.passwd, passwd);
+    assert_run_as(&c, "newuser", "id -u", "failed:user_setup_failed");
+    assert_run_as(&c, "cacheuser", "id -u", "4242\n");
+    st = agent_stop(&c);
+    assert_true(WIFEXITED(st));
+}
+
+/* ---- the PATH search cache ----
+ * The agent runs with a private tmpfs on /mnt (its own mount namespace), so the
+ * directories it records stay quiet; every change is made through an exec. */
+static bool private_mnt(void *arg)
+{
+    return unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+           mount("capsa-test", "/mnt", "tmpfs", 0, "mode=0755") == 0;
+}
+
+/* Run argv0 with PATH; its output, or "failed:KIND". */
+static char *run_path(struct conn *c, const char *argv0, const char *path)
+{
+    char env[512];
+    json_t *start;
+    char *js, *out;
+    struct result r;
+
+    snprintf(env, sizeof(env), "PATH=%s", path);
+    start = json_pack("{s:[s], s:[s]}", "argv", argv0, "env", env);
+    js = json_dumps(start, JSON_COMPACT);
+    run(c, js, NULL, 0, &r);
+    if (r.failed)
+        assert_true(asprintf(&out, "failed:%s", r.kind) > 0);
+    else
+        out = strdup(r.out ? (char *)r.out : "");
+    result_free(&r);
+    free(js);
+    json_decref(start);
+    return out;
+}
+
+#define assert_run_path(c, argv0, path, want)                                                      \
+    do {                                                                                           \
+        char *got_ = run_path(c, argv0, path);                                                     \
+        if (strcmp(got_, want) != 0)                                                               \
+            fail_msg("%s in PATH %s: got \"%s\", want \"%s\"", argv0, path, got_, want);           \
+        free(got_);                                                                                \
+    } while (0)
+
+static void test_path_cache(void **state)
+{
+    const char *p1 = "/mnt/pc/a:/mnt/pc/b", *p2 = "/mnt/pc/missing/x:/mnt/pc/b";
+    struct conn c;
+    int probe, st;
+
+    if (geteuid() != 0) {
+        skip();
+        return;
+    }
+    probe = fork();
+    assert_true(probe >= 0);
+    if (probe == 0)
+        _exit(private_mnt(NULL) ? 0 : 1);
+    assert_int_equal(waitpid(probe, &st, 0), probe);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        skip();
+        return;
+    }
+    agent_start_prep(&c, "{\"version\":1,\"root\":{\"kind\":\"none\"}}", private_mnt, NULL);
+    assert_run_as(&c, "root",
+                  "mkdir -p /mnt/pc/a /mnt/pc/b && cd /mnt/pc/b && "
+                  "printf '#!/bin/sh\\necho b\\n' >pc1 && printf '#!/bin/sh\\necho b2\\n' >pc2 && "
+                  "chmod 755 pc1 pc2 && echo ok",
+                  "ok\n");
+    /* directories changed in the last 2 s are never trusted: let them age */
+    sleep(3);
+    assert_run_path(&c, "pc1", p1, "b\n");
+    assert_run_path(&c, "pc1", p1, "b\n");
+    assert_run_path(&c, "pc2", p2, "b2\n");
+    assert_run_path(&c, "pc2", p2, "b2\n");
+    /* the name appears in an earlier element: a's mtime changed */
+    assert_run_as(
+        &c, "root",
+        "printf '#!/bin/sh\\necho a\\n' >/mnt/pc/a/pc1 && chmod 755 /mnt/pc/a/pc1 && echo ok",
+        "ok\n");
+    assert_run_path(&c, "pc1", p1, "a\n");
+    /* an element that did not exist appears, holding the name: pc's mtime changed */
+    assert_run_as(
+        &c, "root",
+        "mkdir -p /mnt/pc/missing/x && printf '#!/bin/sh\\necho x\\n' >/mnt/pc/missing/x/pc2 && "
+        "chmod 755 /mnt/pc/missing/x/pc2 && echo ok",
+        "ok\n");
+    assert_run_path(&c, "pc2", p2, "x\n");
+    /* the program goes away from where it was found: the search goes on, or fails */
+    assert_run_as(&c, "root", "rm /mnt/pc/a/pc1 && echo ok", "ok\n");
+    assert_run_path(&c, "pc1", p1, "b\n");
+    assert_run_as(&c, "root", "rm /mnt/pc/b/pc1 && echo ok", "ok\n");
+    assert_run_path(&c, "pc1", p1, "failed:not_found");
+    /* a file that is not executable earlier in PATH is still reported as such */
+    assert_run_as(&c, "root", "printf 'x' >/mnt/pc/a/pc3 && echo ok", "ok\n");
+    assert_run_path(&c, "pc3", p1, "failed:permission_denied");
+    st = agent_stop(&c);
+    assert_true(WIFEXITED(st));
+}
+
+/* Signals the agent inherited as ignored are default again in what it runs
+ * (SIG_IGN survives execve, so the spawn must reset it). */
+static bool ignore_term(void *arg)
+{
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    return true;
+}
+
+static void test_ignored_signals_reset(void **state)
+{
+    struct conn c;
+    struct result r;
+    int st;
+
+    agent_start_prep(&c, "{\"version\":1,\"root\":{\"kind\":\"none\"}}", ignore_term, NULL);
+    run(&c, "{\"argv\":[\"sh\",\"-c\",\"kill -TERM $$; echo survived\"]}", NULL, 0, &r);
+    assert_false(r.failed);
+    assert_int_equal(r.signal, SIGTERM);
+    assert_null(r.out);
+    result_free(&r);
+    run(&c, "{\"argv\":[\"sh\",\"-c\",\"kill -USR1 $$; echo survived\"]}", NULL, 0, &r);
+    assert_int_equal(r.signal, SIGUSR1);
+    result_free(&r);
+    /* SIGPIPE: the agent ignores it itself */
+    run(&c, "{\"argv\":[\"sh\",\"-c\",\"kill -PIPE $$; echo survived\"]}", NULL, 0, &r);
+    assert_int_equal(r.signal, SIGPIPE);
+    result_free(&r);
+    /* the agent itself still ignores SIGTERM: it is alive and answering */
+    expect_pong(&c);
+    st = agent_stop(&c);
+    assert_true(WIFEXITED(st));
+}
+
 static void test_msg_parsers(void **state)
 {
     struct agent_exec_req r;
@@ -1130,6 +1394,9 @@ int main(void)
         cmocka_unit_test(test_oversized_frame_stops),
         cmocka_unit_test(test_boot_failed_and_before_boot),
         cmocka_unit_test(test_users_parse),
+        cmocka_unit_test(test_users_cache),
+        cmocka_unit_test(test_ignored_signals_reset),
+        cmocka_unit_test(test_path_cache),
         cmocka_unit_test(test_msg_parsers),
     };
     char cmd[256];

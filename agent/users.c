@@ -1,10 +1,12 @@
 /* users.c - /etc/passwd and /etc/group parsing without NSS (see users.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -236,13 +238,13 @@ int agent_user_resolve_text(const char *spec, const char *passwd, size_t passwd_
     return 0;
 }
 
-/* Whole file into memory, bounded; a missing file gives NULL with *len 0. */
-static int slurp(const char *path, char **out, size_t *len, capsa_err *err)
+/* Whole file into memory, bounded; a missing file gives NULL with *len 0. st receives the
+ * identity of the file that was read (fstat of the open fd). */
+static int slurp(const char *path, char **out, size_t *len, struct stat *st, capsa_err *err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     _cleanup_free_ char *buf = NULL;
-    struct stat st;
-    size_t n = 0;
+    size_t n = 0, cap;
 
     *out = NULL;
     *len = 0;
@@ -251,15 +253,28 @@ static int slurp(const char *path, char **out, size_t *len, capsa_err *err)
             return 0;
         return capsa_err_set(err, errno, "open %s: %s", path, strerror(errno));
     }
-    if (fstat(fd, &st) < 0)
+    if (fstat(fd, st) < 0)
         return capsa_err_set(err, errno, "stat %s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
+    if (!S_ISREG(st->st_mode))
         return capsa_err_set(err, EINVAL, "%s: not a regular file", path);
-    buf = malloc(AGENT_USERS_MAX_FILE + 1);
+    /* sized by fstat, grown if the file is longer than it said, never past the limit */
+    cap = st->st_size >= 0 && (uint64_t)st->st_size < AGENT_USERS_MAX_FILE
+              ? (size_t)st->st_size + 1
+              : AGENT_USERS_MAX_FILE + 1;
+    buf = malloc(cap);
     if (!buf)
         return capsa_err_set(err, ENOMEM, "%s: out of memory", path);
     for (;;) {
-        ssize_t r = read(fd, buf + n, AGENT_USERS_MAX_FILE + 1 - n);
+        ssize_t r;
+        if (n == cap) {
+            size_t ncap = cap * 2 > AGENT_USERS_MAX_FILE + 1 ? AGENT_USERS_MAX_FILE + 1 : cap * 2;
+            char *nb = realloc(buf, ncap);
+            if (!nb)
+                return capsa_err_set(err, ENOMEM, "%s: out of memory", path);
+            buf = nb;
+            cap = ncap;
+        }
+        r = read(fd, buf + n, cap - n);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -277,17 +292,106 @@ static int slurp(const char *path, char **out, size_t *len, capsa_err *err)
     return 0;
 }
 
+/* ---- the file cache ----
+ * Every exec resolves its user, and reading two files costs several host round trips
+ * on a 9p root (and ~0.5 ms even on an overlay root under TCG). So the texts are kept
+ * and re-validated with one stat per file: same device, inode, size, mtime and ctime
+ * as the copy we read, or we read the file again. Replacing the file (rename, as
+ * useradd and sed -i do) changes the inode; editing it in place changes the size or
+ * the timestamps, except for an edit of the same size within one timestamp tick: so
+ * a copy read less than AGENT_USERS_RACY_SEC after the file's last change is never
+ * trusted (it is read again until the file is that old, like git's racy-clean rule). */
+#define AGENT_USERS_RACY_SEC 2
+
+struct users_file {
+    char path[4200];
+    bool cached;  /* text/len below are valid for the identity below */
+    bool missing; /* the file did not exist */
+    bool racy;    /* read too soon after a change: re-read next time */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+    char *text;
+    size_t len;
+};
+
+static struct users_file users_cache[2]; /* passwd, group */
+
+static bool same_file(const struct users_file *f, const struct stat *st)
+{
+    return f->dev == st->st_dev && f->ino == st->st_ino && f->size == st->st_size &&
+           f->mtime.tv_sec == st->st_mtim.tv_sec && f->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           f->ctime.tv_sec == st->st_ctim.tv_sec && f->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+static void users_file_drop(struct users_file *f)
+{
+    free(f->text);
+    f->text = NULL;
+    f->len = 0;
+    f->cached = false;
+}
+
+/* The text of path (NULL with len 0 when missing), from the cache when still valid. */
+static int users_file_get(struct users_file *f, const char *path, const char **text, size_t *len,
+                          capsa_err *err)
+{
+    struct stat st;
+    struct timespec now;
+    char *t;
+    size_t n;
+
+    if (strcmp(f->path, path) != 0) {
+        users_file_drop(f);
+        snprintf(f->path, sizeof(f->path), "%s", path);
+    }
+    if (stat(path, &st) < 0) {
+        if (errno != ENOENT)
+            return capsa_err_set(err, errno, "stat %s: %s", path, strerror(errno));
+        users_file_drop(f);
+        f->missing = true;
+        *text = NULL;
+        *len = 0;
+        return 0;
+    }
+    if (f->cached && !f->missing && !f->racy && same_file(f, &st)) {
+        *text = f->text;
+        *len = f->len;
+        return 0;
+    }
+    users_file_drop(f);
+    memset(&st, 0, sizeof(st));
+    if (slurp(path, &t, &n, &st, err) < 0)
+        return -1;
+    f->missing = t == NULL; /* removed between the stat and the open */
+    f->text = t;
+    f->len = n;
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    f->size = st.st_size;
+    f->mtime = st.st_mtim;
+    f->ctime = st.st_ctim;
+    clock_gettime(CLOCK_REALTIME, &now);
+    f->racy = st.st_mtim.tv_sec > now.tv_sec - AGENT_USERS_RACY_SEC ||
+              st.st_ctim.tv_sec > now.tv_sec - AGENT_USERS_RACY_SEC;
+    f->cached = !f->missing;
+    *text = f->text;
+    *len = f->len;
+    return 0;
+}
+
 int agent_user_resolve(const char *spec, const char *root, struct agent_user *out, capsa_err *err)
 {
-    _cleanup_free_ char *pw = NULL, *gr = NULL;
+    const char *pw, *gr;
     char path[4200];
     size_t pwl, grl;
 
     snprintf(path, sizeof(path), "%s/etc/passwd", root);
-    if (slurp(path, &pw, &pwl, err) < 0)
+    if (users_file_get(&users_cache[0], path, &pw, &pwl, err) < 0)
         return -1;
     snprintf(path, sizeof(path), "%s/etc/group", root);
-    if (slurp(path, &gr, &grl, err) < 0)
+    if (users_file_get(&users_cache[1], path, &gr, &grl, err) < 0)
         return -1;
     return agent_user_resolve_text(spec, pw, pwl, gr, grl, out, err);
 }

@@ -29,7 +29,8 @@ int agent_user_resolve_text(const char *spec, const char *passwd, size_t passwd_
                             capsa_err *err);
 
 /* Reads <root>/etc/passwd and <root>/etc/group (missing files count as empty);
- * root may be "" for the current root. */
+ * root may be "" for the current root. The texts are cached between calls and
+ * re-validated with one stat per file (see users.c). */
 int agent_user_resolve(const char *spec, const char *root, struct agent_user *out, capsa_err *err);
 
 /* Decimal id 0..4294967294 without sign or spaces. */

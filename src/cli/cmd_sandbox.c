@@ -182,9 +182,11 @@ static const char create_help[] =
     "COMMAND runs its Entrypoint + Cmd).\n"
     "create makes a named sandbox whose root is the host directory ROOTFS, boots it and\n"
     "leaves it running; its name is printed. run --name does the same when the sandbox does\n"
-    "not exist (starts it when stopped, uses it when running), runs COMMAND in it and leaves\n"
-    "it running; with -d the command runs in the background (output in\n"
-    "$CAPSA_HOME/sandboxes/NAME/exec.log) and the name is printed.\n"
+    "not exist (starts it when stopped, uses it when running) and runs COMMAND in it; a\n"
+    "sandbox the run started is attached: it is stopped when COMMAND ends (or capsa is\n"
+    "killed), one that was running stays running. With -d the sandbox stays running, the\n"
+    "command runs in the background (output in $CAPSA_HOME/sandboxes/NAME/exec.log) and the\n"
+    "name is printed.\n"
     "\n"
     "Options:\n"
     "  -n, --name NAME        sandbox name, [A-Za-z0-9][A-Za-z0-9._-]{0,127} (default: random)\n"
@@ -653,7 +655,11 @@ static void create_pull_opts(const struct create_cli *o, struct capsa_image_pull
 
 /* The default command of a sandbox booted from an OCI image: its Entrypoint + Cmd (from the
  * pinned image in the local store). */
-static int image_command(struct capsa_store *st, const char *name, char ***cmd, capsa_err *err)
+/* The command `run` executes in sandbox NAME: the image's Entrypoint followed by OVERRIDE (or
+ * by the image's Cmd when OVERRIDE is NULL), as for an ephemeral run; a sandbox without an
+ * image runs OVERRIDE as given. */
+static int image_command(struct capsa_store *st, const char *name, char *const *override,
+                         char ***cmd, capsa_err *err)
 {
     struct capsa_store_sandbox sb = {0};
     struct capsa_sandbox_spec *sp = NULL;
@@ -672,6 +678,23 @@ static int image_command(struct capsa_store *st, const char *name, char ***cmd, 
         capsa_err_prefix(err, "stored config of %s", name);
         goto out;
     }
+    if (sp->image.kind != CAPSA_IMAGE_OCI && override && override[0]) {
+        size_t n = 0;
+        while (override[n])
+            n++;
+        if (!(*cmd = calloc(n + 1, sizeof(**cmd)))) {
+            capsa_err_set(err, ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!((*cmd)[i] = strdup(override[i]))) {
+                capsa_strvfreep(cmd);
+                capsa_err_set(err, ENOMEM, "out of memory");
+                goto out;
+            }
+        ret = 0;
+        goto out;
+    }
     if (sp->image.kind != CAPSA_IMAGE_OCI) {
         capsa_err_set(err, EINVAL,
                       "no command given (%s has no image to take a default command from)", name);
@@ -683,7 +706,7 @@ static int image_command(struct capsa_store *st, const char *name, char ***cmd, 
     rs.pull_policy = CAPSA_PULL_NEVER;
     if (capsa_rootfs_resolve(&rs, &r, err) < 0)
         goto out;
-    ret = capsa_rootfs_command(&r, NULL, cmd, err);
+    ret = capsa_rootfs_command(&r, override, cmd, err);
     capsa_rootfs_release(&r);
 out:
     capsa_sandbox_spec_free(sp);
@@ -727,7 +750,7 @@ int cmd_create(int argc, char **argv)
     co.replace = o.replace;
     create_pull_opts(&o, &po);
     co.pull = &po;
-    r = capsa_sandbox_create(st, &co, &err);
+    r = capsa_sandbox_create_named(st, &co, &err);
     json_decref(spec);
     if (r < 0)
         return cli_fail("create: %s", err.msg);
@@ -746,7 +769,7 @@ int cmd_run_named(int argc, char **argv)
     _cleanup_strv_ char **image_cmd = NULL;
     capsa_err err = {0};
     char name[64];
-    int r, status = 1;
+    int r, status = 1, watch = -1;
 
     signal(SIGPIPE, SIG_IGN);
     o.x.rlimits = json_array();
@@ -760,14 +783,17 @@ int cmd_run_named(int argc, char **argv)
     if ((r = open_store(&st)) != 0)
         goto out_r;
     if (capsa_store_sandbox_get(st, o.name, &sb, &err) == 0) {
-        /* it exists: reuse it (start it when it is not running) */
-        if (capsa_sandbox_start(st, o.name, NULL, &err) < 0) {
+        /* it exists: reuse it (start it when it is not running; a start without -d is
+         * attached: the sandbox stops with this run, see out_r) */
+        if (capsa_sandbox_start_attached(st, o.name, o.detach ? NULL : &watch, NULL, &err) < 0) {
             r = cli_fail("run: %s", err.msg);
             goto out_r;
         }
     } else if (err.code == ENOENT) {
-        struct capsa_sandbox_create_opts co = {
-            .name = o.name, .labels = o.labels, .n_labels = o.nlabels};
+        struct capsa_sandbox_create_opts co = {.name = o.name,
+                                               .labels = o.labels,
+                                               .n_labels = o.nlabels,
+                                               .watch_fd = o.detach ? NULL : &watch};
         struct capsa_image_pull_opts po;
         create_pull_opts(&o, &po);
         co.pull = &po;
@@ -776,7 +802,7 @@ int cmd_run_named(int argc, char **argv)
             r = 1;
             goto out_r;
         }
-        r = capsa_sandbox_create(st, &co, &err);
+        r = capsa_sandbox_create_named(st, &co, &err);
         json_decref(co.spec);
         if (r < 0) {
             r = cli_fail("run: %s", err.msg);
@@ -786,13 +812,11 @@ int cmd_run_named(int argc, char **argv)
         r = cli_fail("run: %s", err.msg);
         goto out_r;
     }
-    if (!o.x.cmd) {
-        if (image_command(st, o.name, &image_cmd, &err) < 0) {
-            r = cli_fail("run: %s", err.msg);
-            goto out_r;
-        }
-        o.x.cmd = image_cmd;
+    if (image_command(st, o.name, o.x.cmd, &image_cmd, &err) < 0) {
+        r = cli_fail("run: %s", err.msg);
+        goto out_r;
     }
+    o.x.cmd = image_cmd;
     if (capsa_ctl_connect_name(st, o.name, &conn, &err) < 0) {
         r = cli_fail("run: %s", err.msg);
         goto out_r;
@@ -821,6 +845,14 @@ int cmd_run_named(int argc, char **argv)
     r = exec_over(&conn, &o.x, o.name, &status) < 0 ? 1 : status;
 out_r:
     capsa_ctl_close(&conn);
+    if (watch >= 0) {
+        /* this run started the sandbox: it is attached and stops when the command ends (were
+         * this process killed, the supervisor would stop it on EOF of the watch pipe) */
+        capsa_err e2 = {0};
+        if (capsa_sandbox_stop_named(st, o.name, false, -1, NULL, &e2) < 0)
+            cli_fail("run: stopping %s: %s", o.name, e2.msg);
+        close(watch);
+    }
     capsa_store_sandbox_clear(&sb);
     json_decref(o.x.rlimits);
     return r < 0 ? 0 : r;
@@ -960,15 +992,15 @@ static int one(struct capsa_store *st, enum multi_op op, const struct multi_cli 
 
     switch (op) {
     case OP_START:
-        return capsa_sandbox_start(st, name, &already, err);
+        return capsa_sandbox_start_named(st, name, &already, err);
     case OP_STOP:
-        return capsa_sandbox_stop(st, name, o->force, o->timeout_ms, &already, err);
+        return capsa_sandbox_stop_named(st, name, o->force, o->timeout_ms, &already, err);
     case OP_RESTART:
-        if (capsa_sandbox_stop(st, name, o->force, o->timeout_ms, NULL, err) < 0)
+        if (capsa_sandbox_stop_named(st, name, o->force, o->timeout_ms, NULL, err) < 0)
             return -1;
-        return capsa_sandbox_start(st, name, NULL, err);
+        return capsa_sandbox_start_named(st, name, NULL, err);
     case OP_RM:
-        return capsa_sandbox_remove(st, name, o->force, err);
+        return capsa_sandbox_remove_named(st, name, o->force, err);
     case OP_PING:
     case OP_TOUCH:
         if (capsa_ctl_connect_name(st, name, &conn, err) < 0)
@@ -1360,7 +1392,7 @@ int cmd_exec(int argc, char **argv)
     capsa_err err = {0};
     const char *name = NULL;
     bool was_running = true;
-    int c, status = 1;
+    int c, status = 1, watch = -1;
 
     signal(SIGPIPE, SIG_IGN);
     o.rlimits = json_array();
@@ -1448,7 +1480,9 @@ int cmd_exec(int argc, char **argv)
     o.cmd = argv + optind;
     if (open_store(&st) != 0)
         goto out;
-    if (capsa_sandbox_start(st, name, &was_running, &err) < 0) {
+    /* a sandbox this exec starts is attached: it stops again below, or on EOF of the watch
+     * pipe should this process be killed */
+    if (capsa_sandbox_start_attached(st, name, &watch, &was_running, &err) < 0) {
         status = cli_fail("exec: %s", err.msg);
         goto stop;
     }
@@ -1462,9 +1496,11 @@ int cmd_exec(int argc, char **argv)
 stop:
     if (!was_running) {
         capsa_err e2 = {0};
-        if (capsa_sandbox_stop(st, name, false, -1, NULL, &e2) < 0)
+        if (capsa_sandbox_stop_named(st, name, false, -1, NULL, &e2) < 0)
             cli_fail("exec: stopping %s again: %s", name, e2.msg);
     }
+    if (watch >= 0)
+        close(watch);
 out:
     json_decref(o.rlimits);
     return status;

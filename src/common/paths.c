@@ -105,3 +105,54 @@ int capsa_rm_rf(const char *path, capsa_err *err)
         return capsa_err_set(err, errno, "remove %s: %s", path, strerror(errno));
     return 0;
 }
+
+int capsa_copy_file(const char *from, const char *to, mode_t mode, capsa_err *err)
+{
+    char tmp[4200], buf[65536];
+    int in, out, e = 0;
+    ssize_t n;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int)sizeof(tmp))
+        return capsa_err_set(err, ENAMETOOLONG, "%s: path too long", to);
+    in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return capsa_err_set(err, errno, "%s: %s", from, strerror(errno));
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (out < 0) {
+        e = errno;
+        close(in);
+        return capsa_err_set(err, e, "%s: %s", tmp, strerror(e));
+    }
+    while ((n = read(in, buf, sizeof(buf))) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            e = errno;
+            break;
+        }
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                e = errno;
+                break;
+            }
+            off += w;
+        }
+        if (e)
+            break;
+    }
+    close(in);
+    if (!e && fsync(out) < 0)
+        e = errno;
+    if (close(out) < 0 && !e)
+        e = errno;
+    if (!e && rename(tmp, to) < 0)
+        e = errno;
+    if (e) {
+        unlink(tmp);
+        return capsa_err_set(err, e, "copy %s to %s: %s", from, to, strerror(e));
+    }
+    return 0;
+}

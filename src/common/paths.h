@@ -20,4 +20,7 @@ int capsa_mkdir_p(const char *path, mode_t mode, capsa_err *err);
 /* rm -rf that never follows symlinks and never leaves path's filesystem. */
 int capsa_rm_rf(const char *path, capsa_err *err);
 
+/* Copy FROM's bytes to TO (created with MODE via a temporary file and rename). */
+int capsa_copy_file(const char *from, const char *to, mode_t mode, capsa_err *err);
+
 #endif

@@ -1,8 +1,14 @@
 /* sha256.c - a small, portable SHA-256 (FIPS 180-4) used for content-addressed caches. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 #include "cleanup.h"
 #include "err.h"
@@ -46,6 +52,76 @@ static void compress(uint32_t h[8], const uint8_t p[64])
     h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
 }
 
+#if defined(__x86_64__)
+/* The x86 SHA extensions (SHA-NI): ~5-8x the portable code, which matters for image layers
+ * (hundreds of MB hashed per pull). State is kept in the ABEF/CDGH layout sha256rnds2 uses. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+compress_shani(uint32_t h[8], const uint8_t *p, size_t blocks)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bll, 0x0405060700010203ll);
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]);
+    __m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]);
+    __m128i s0;
+
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);  /* CDAB */
+    s1 = _mm_shuffle_epi32(s1, 0x1B);    /* EFGH */
+    s0 = _mm_alignr_epi8(tmp, s1, 8);    /* ABEF */
+    s1 = _mm_blend_epi16(s1, tmp, 0xF0); /* CDGH */
+    for (; blocks > 0; blocks--, p += 64) {
+        __m128i save0 = s0, save1 = s1, w[4];
+        for (int i = 0; i < 16; i++) {
+            __m128i m;
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+            } else { /* W[i] from W[i-4], W[i-3], W[i-2], W[i-1] (slots i, i+1, i+2, i+3 mod 4) */
+                __m128i t = _mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]);
+                t = _mm_add_epi32(t, _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
+                w[i & 3] = _mm_sha256msg2_epu32(t, w[(i + 3) & 3]);
+            }
+            m = _mm_add_epi32(w[i & 3], _mm_loadu_si128((const __m128i *)&K[4 * i]));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+            m = _mm_shuffle_epi32(m, 0x0E);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, m);
+        }
+        s0 = _mm_add_epi32(s0, save0);
+        s1 = _mm_add_epi32(s1, save1);
+    }
+    tmp = _mm_shuffle_epi32(s0, 0x1B);   /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);    /* DCHG */
+    s0 = _mm_blend_epi16(tmp, s1, 0xF0); /* DCBA */
+    s1 = _mm_alignr_epi8(s1, tmp, 8);    /* HGFE */
+    _mm_storeu_si128((__m128i *)&h[0], s0);
+    _mm_storeu_si128((__m128i *)&h[4], s1);
+}
+
+static bool have_shani(void)
+{
+    static int cached = -1;
+    unsigned a, b, c, d;
+
+    if (cached < 0) {
+        bool ok = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3) &&
+                  __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
+        const char *env = getenv("CAPSA_SHA256_PORTABLE"); /* tests compare both paths */
+        cached = ok && !(env && *env && strcmp(env, "0") != 0);
+    }
+    return cached == 1;
+}
+#endif
+
+/* Compress `blocks` consecutive 64-byte blocks. */
+static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t blocks)
+{
+#if defined(__x86_64__)
+    if (have_shani()) {
+        compress_shani(h, p, blocks);
+        return;
+    }
+#endif
+    for (; blocks > 0; blocks--, p += 64)
+        compress(h, p);
+}
+
 void capsa_sha256_init(capsa_sha256 *c)
 {
     static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -68,11 +144,14 @@ void capsa_sha256_update(capsa_sha256 *c, const void *data, size_t len)
         len -= take;
         if (c->used < 64)
             return;
-        compress(c->h, c->buf);
+        compress_blocks(c->h, c->buf, 1);
         c->used = 0;
     }
-    for (; len >= 64; p += 64, len -= 64)
-        compress(c->h, p);
+    if (len >= 64) {
+        compress_blocks(c->h, p, len / 64);
+        p += len & ~(size_t)63;
+        len &= 63;
+    }
     memcpy(c->buf, p, len);
     c->used = len;
 }
@@ -84,13 +163,13 @@ void capsa_sha256_final(capsa_sha256 *c, uint8_t out[CAPSA_SHA256_LEN])
     c->buf[c->used++] = 0x80;
     if (c->used > 56) {
         memset(c->buf + c->used, 0, 64 - c->used);
-        compress(c->h, c->buf);
+        compress_blocks(c->h, c->buf, 1);
         c->used = 0;
     }
     memset(c->buf + c->used, 0, 56 - c->used);
     for (int i = 0; i < 8; i++)
         c->buf[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-    compress(c->h, c->buf);
+    compress_blocks(c->h, c->buf, 1);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(c->h[i] >> 24);
         out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);

@@ -1,6 +1,7 @@
 /* blobs.c - content-addressed blob store: atomic writes, locks, parallel fetch (see blobs.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,6 +260,179 @@ int capsa_blob_remove(const char *digest, capsa_err *err)
     return 0;
 }
 
+/* ---- blob feed: readers in other threads follow downloads ------------------------------ */
+
+struct feed_entry {
+    int fd;       /* the blob or its partial file (read with pread only); -1 until known */
+    int64_t have; /* bytes readable */
+    int state;    /* 0 pending or arriving, 1 complete and verified, -1 failed */
+    capsa_err err;
+};
+
+struct capsa_blob_feed {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t n;
+    struct feed_entry *e;
+};
+
+int capsa_blob_feed_new(size_t n, struct capsa_blob_feed **out, capsa_err *err)
+{
+    struct capsa_blob_feed *f = calloc(1, sizeof(*f));
+
+    *out = NULL;
+    if (!f || !(f->e = calloc(n ? n : 1, sizeof(*f->e)))) {
+        free(f);
+        return capsa_err_set(err, ENOMEM, "blobs: out of memory");
+    }
+    f->n = n;
+    for (size_t i = 0; i < n; i++)
+        f->e[i].fd = -1;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    *out = f;
+    return 0;
+}
+
+void capsa_blob_feed_free(struct capsa_blob_feed *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n; i++)
+        if (f->e[i].fd >= 0)
+            close(f->e[i].fd);
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cond);
+    free(f->e);
+    free(f);
+}
+
+/* Entry i reads from fd (taken over; ignored when the entry has one) with `have` bytes. */
+static void feed_open(struct capsa_blob_feed *f, size_t i, int fd, int64_t have)
+{
+    if (!f || i >= f->n) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    pthread_mutex_lock(&f->lock);
+    if (f->e[i].fd < 0)
+        f->e[i].fd = fd;
+    else if (fd >= 0)
+        close(fd);
+    f->e[i].have = have;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void feed_have(struct capsa_blob_feed *f, size_t i, int64_t have)
+{
+    if (!f || i >= f->n)
+        return;
+    pthread_mutex_lock(&f->lock);
+    f->e[i].have = have;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Entry i is complete (why NULL) or failed. */
+static void feed_done(struct capsa_blob_feed *f, size_t i, const capsa_err *why)
+{
+    if (!f || i >= f->n)
+        return;
+    pthread_mutex_lock(&f->lock);
+    if (f->e[i].state == 0) {
+        f->e[i].state = why ? -1 : 1;
+        if (why)
+            f->e[i].err = *why;
+    }
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Entry i is the stored, verified blob descs[i]. */
+static void feed_stored(struct capsa_blob_feed *f, size_t i, const struct capsa_descriptor *d)
+{
+    char p[4096];
+    capsa_err e = {0};
+    int fd;
+
+    if (!f)
+        return;
+    if (capsa_blob_path(d->digest, p, sizeof(p), &e) < 0) {
+        feed_done(f, i, &e);
+        return;
+    }
+    fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        capsa_err_set(&e, errno, "blob %s: open %s: %s", d->digest, p, strerror(errno));
+        feed_done(f, i, &e);
+        return;
+    }
+    feed_open(f, i, fd, d->size);
+    feed_done(f, i, NULL);
+}
+
+void capsa_blob_feed_close(struct capsa_blob_feed *f, const capsa_err *why)
+{
+    capsa_err generic = {0};
+
+    if (!f)
+        return;
+    if (!why) {
+        capsa_err_set(&generic, ECANCELED, "blob fetch ended before this blob arrived");
+        why = &generic;
+    }
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n; i++)
+        if (f->e[i].state == 0) {
+            f->e[i].state = -1;
+            f->e[i].err = *why;
+        }
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+ssize_t capsa_blob_feed_read(struct capsa_blob_feed *f, size_t i, void *buf, size_t len,
+                             int64_t off, capsa_err *err)
+{
+    if (i >= f->n)
+        return capsa_err_set(err, EINVAL, "blob feed: no entry %zu", i);
+    for (;;) {
+        int fd, state;
+        int64_t have;
+
+        pthread_mutex_lock(&f->lock);
+        while (f->e[i].state == 0 && (f->e[i].fd < 0 || f->e[i].have <= off))
+            pthread_cond_wait(&f->cond, &f->lock);
+        fd = f->e[i].fd;
+        have = f->e[i].have;
+        state = f->e[i].state;
+        if (state < 0) {
+            *err = f->e[i].err;
+            pthread_mutex_unlock(&f->lock);
+            return -1;
+        }
+        pthread_mutex_unlock(&f->lock);
+        if (off >= have)
+            return 0; /* state 1: the end of a verified blob */
+        if ((int64_t)len > have - off)
+            len = (size_t)(have - off);
+        ssize_t r = pread(fd, buf, len, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return capsa_err_set(err, errno, "blob feed: read: %s", strerror(errno));
+        if (r > 0 || state == 1)
+            return r;
+        /* The download restarted from 0 (the registry ignored a Range): wait for the bytes. */
+        pthread_mutex_lock(&f->lock);
+        if (f->e[i].state == 0 && f->e[i].have > off)
+            f->e[i].have = off;
+        pthread_mutex_unlock(&f->lock);
+    }
+}
+
 /* ---- parallel fetch with progress ----------------------------------------------------- */
 
 struct progress {
@@ -268,6 +442,10 @@ struct progress {
     int64_t *have;
     int64_t last_draw_ms;
     bool drawn;
+    /* feeding: the jobs handed to the registry and their descriptor indexes */
+    struct capsa_blob_feed *feed;
+    const struct capsa_blob_job *jobs;
+    const size_t *index;
 };
 
 static int64_t now_ms(void)
@@ -320,11 +498,30 @@ static void on_progress(void *ctx, size_t job, int64_t have, int64_t total)
     struct progress *pg = ctx;
     (void)total;
     pg->have[job] = have;
+    if (pg->feed) {
+        /* The registry calls this after the bytes are written and hashed into jobs[job]. */
+        const struct capsa_blob_job *j = &pg->jobs[job];
+        feed_have(pg->feed, pg->index[job], have);
+        if (have == j->desc->size) {
+            capsa_sha256 c = j->hash;
+            char got[CAPSA_DIGEST_MAX];
+            hex_digest(&c, got);
+            if (!strcmp(got, j->desc->digest))
+                feed_done(pg->feed, pg->index[job], NULL);
+        }
+    }
     draw(pg, false);
 }
 
 int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor *descs, size_t n,
                       bool verify_existing, enum capsa_progress_mode mode, capsa_err *err)
+{
+    return capsa_blobs_fetch_feed(reg, descs, n, verify_existing, mode, NULL, err);
+}
+
+static int blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor *descs, size_t n,
+                       bool verify_existing, enum capsa_progress_mode mode,
+                       struct capsa_blob_feed *feed, capsa_err *err)
 {
     _cleanup_free_ size_t *pending = calloc(n ? n : 1, sizeof(size_t));
     _cleanup_free_ size_t *waiting = calloc(n ? n : 1, sizeof(size_t));
@@ -333,20 +530,21 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
     _cleanup_free_ const struct capsa_descriptor **jd = calloc(n ? n : 1, sizeof(*jd));
     _cleanup_free_ int64_t *have = calloc(n ? n : 1, sizeof(int64_t));
     _cleanup_free_ char(*parts)[4096] = calloc(n ? n : 1, sizeof(*parts));
+    _cleanup_free_ size_t *jidx = calloc(n ? n : 1, sizeof(size_t));
     size_t n_pending = 0;
     int rc = 0;
 
-    if (!pending || !waiting || !jobs || !locks || !jd || !have || !parts)
+    if (!pending || !waiting || !jobs || !locks || !jd || !have || !parts || !jidx)
         return capsa_err_set(err, ENOMEM, "blobs: out of memory");
     if (capsa_images_init(err) < 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
         if (capsa_blob_present(descs[i].digest)) {
-            if (!verify_existing)
-                continue;
             capsa_err e = {0};
-            if (capsa_blob_verify(descs[i].digest, descs[i].size, &e) == 0)
+            if (!verify_existing || capsa_blob_verify(descs[i].digest, descs[i].size, &e) == 0) {
+                feed_stored(feed, i, &descs[i]);
                 continue;
+            }
             log_warn("%s; fetching it again", e.msg);
             capsa_blob_remove(descs[i].digest, NULL);
         }
@@ -371,11 +569,13 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
             }
             if (capsa_blob_present(d->digest)) {
                 close(lfd);
+                feed_stored(feed, pending[k], d);
                 continue;
             }
             struct capsa_blob_job *j = &jobs[n_jobs];
             memset(j, 0, sizeof(*j));
             j->desc = d;
+            jidx[n_jobs] = pending[k];
             jd[n_jobs] = d;
             locks[n_jobs] = lfd;
             if (capsa_images_path(parts[n_jobs], sizeof(parts[0]), err, "tmp/%s.part",
@@ -407,6 +607,8 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
                 capsa_sha256_init(&j->hash);
             }
             have[n_jobs] = j->have;
+            if (feed) /* pread only: the shared file offset stays the writer's */
+                feed_open(feed, pending[k], fcntl(j->fd, F_DUPFD_CLOEXEC, 0), j->have);
             if (mode == CAPSA_PROGRESS_LINES) {
                 char sz[32];
                 fmt_bytes(d->size, sz, sizeof(sz));
@@ -438,15 +640,20 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
                     struct progress pg2 = pg;
                     _cleanup_free_ const struct capsa_descriptor **nd = calloc(n_net, sizeof(*nd));
                     _cleanup_free_ int64_t *nh = calloc(n_net, sizeof(int64_t));
-                    if (nd && nh) {
+                    _cleanup_free_ size_t *ni = calloc(n_net, sizeof(size_t));
+                    if (nd && nh && ni) {
                         for (size_t k = 0; k < n_net; k++) {
                             nd[k] = net[k].desc;
                             nh[k] = net[k].have;
+                            ni[k] = jidx[map[k]];
                         }
                         pg2.descs = nd;
                         pg2.have = nh;
                         pg2.n = n_net;
                         pg2.drawn = false;
+                        pg2.feed = feed;
+                        pg2.jobs = net;
+                        pg2.index = ni;
                         capsa_registry_fetch_blobs(reg, net, n_net, 3, on_progress, &pg2, &ferr);
                         draw(&pg2, true);
                     } else {
@@ -463,7 +670,9 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
                     struct capsa_blob_job *j = &jobs[k];
                     const struct capsa_descriptor *d = j->desc;
                     char got[CAPSA_DIGEST_MAX];
+                    capsa_err berr = {0};
                     if (j->desc->size > 0 && j->have < j->desc->size && j->rc != 0) {
+                        feed_done(feed, jidx[k], &j->err);
                         if (rc == 0) {
                             *err = j->err;
                             rc = -1;
@@ -472,23 +681,32 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
                     }
                     if (j->have != d->size) {
                         unlink(parts[k]);
-                        if (rc == 0)
-                            rc = capsa_err_set(err, EBADMSG,
-                                               "blob %s: truncated: registry sent %lld of %lld "
-                                               "bytes",
-                                               d->digest, (long long)j->have, (long long)d->size);
+                        capsa_err_set(&berr, EBADMSG,
+                                      "blob %s: truncated: registry sent %lld of %lld bytes",
+                                      d->digest, (long long)j->have, (long long)d->size);
+                        feed_done(feed, jidx[k], &berr);
+                        if (rc == 0) {
+                            *err = berr;
+                            rc = -1;
+                        }
                         continue;
                     }
                     hex_digest(&j->hash, got);
                     if (strcmp(got, d->digest) != 0) {
                         unlink(parts[k]);
-                        if (rc == 0)
-                            rc = capsa_err_set(err, EBADMSG,
-                                               "blob %s: digest mismatch: downloaded content "
-                                               "hashes to %s",
-                                               d->digest, got);
+                        capsa_err_set(&berr, EBADMSG,
+                                      "blob %s: digest mismatch: downloaded content hashes to %s",
+                                      d->digest, got);
+                        feed_done(feed, jidx[k], &berr);
+                        if (rc == 0) {
+                            *err = berr;
+                            rc = -1;
+                        }
                         continue;
                     }
+                    /* Readers may go on from the verified partial file while it is published. */
+                    feed_have(feed, jidx[k], d->size);
+                    feed_done(feed, jidx[k], NULL);
                     capsa_err perr = {0};
                     if (publish(j->fd, parts[k], d->digest, &perr) < 0) {
                         if (rc == 0) {
@@ -519,9 +737,21 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
             close(lfd);
             if (!capsa_blob_present(d->digest))
                 pending[n_pending++] = waiting[k];
+            else
+                feed_stored(feed, waiting[k], d);
         }
     }
     if (rc == 0 && n_pending > 0)
         rc = capsa_err_set(err, EAGAIN, "blobs: %zu blobs still missing after retries", n_pending);
+    return rc;
+}
+
+int capsa_blobs_fetch_feed(struct capsa_registry *reg, const struct capsa_descriptor *descs,
+                           size_t n, bool verify_existing, enum capsa_progress_mode progress,
+                           struct capsa_blob_feed *feed, capsa_err *err)
+{
+    int rc = blobs_fetch(reg, descs, n, verify_existing, progress, feed, err);
+
+    capsa_blob_feed_close(feed, rc < 0 ? err : NULL);
     return rc;
 }

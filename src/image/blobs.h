@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "capsa.h"
 #include "image/manifest.h"
@@ -50,5 +51,27 @@ enum capsa_progress_mode {
  * partial file is removed. */
 int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor *descs, size_t n,
                       bool verify_existing, enum capsa_progress_mode progress, capsa_err *err);
+
+/* A blob feed lets another thread read blobs while capsa_blobs_fetch_feed downloads them (the
+ * pull extracts layer i while later layers are still arriving). Entry i follows descs[i]: a
+ * stored blob is readable at once; a download is readable up to the bytes received so far and
+ * ends (read returns 0) only once the whole blob is there and its digest matched; a blob that
+ * fails (digest, size, transfer) or is never fetched makes reads fail. Whatever a reader
+ * consumed before the digest check is still only trusted through the check that follows it:
+ * the pull verifies every layer's diff_id and builds nothing from a failed feed. */
+struct capsa_blob_feed;
+int capsa_blob_feed_new(size_t n, struct capsa_blob_feed **out, capsa_err *err);
+void capsa_blob_feed_free(struct capsa_blob_feed *f);
+/* Fail every entry that is not complete yet (wakes readers; e.g. the fetch failed). */
+void capsa_blob_feed_close(struct capsa_blob_feed *f, const capsa_err *why);
+/* Read up to len bytes of entry i at offset off, waiting for them. Returns the count, 0 at
+ * the end of a verified blob, -1 with err set when the entry failed. */
+ssize_t capsa_blob_feed_read(struct capsa_blob_feed *f, size_t i, void *buf, size_t len,
+                             int64_t off, capsa_err *err);
+/* capsa_blobs_fetch that also fills feed (n entries; may be NULL). On return every entry is
+ * either complete or failed. */
+int capsa_blobs_fetch_feed(struct capsa_registry *reg, const struct capsa_descriptor *descs,
+                           size_t n, bool verify_existing, enum capsa_progress_mode progress,
+                           struct capsa_blob_feed *feed, capsa_err *err);
 
 #endif

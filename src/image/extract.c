@@ -26,6 +26,7 @@
 #define ENTRIES_MAX     2000000
 #define WH_PREFIX       ".wh."
 #define WH_OPAQUE       ".wh..wh..opq"
+#define IO_BUF          (256 * 1024) /* compressed reads and decompressed chunks */
 
 /* ---- a set of paths created by the current layer (for opaque directories) ------------- */
 
@@ -107,7 +108,11 @@ struct ctx {
     struct archive *outer; /* decompressor (raw format) */
     struct archive *inner; /* tar reader fed from outer */
     capsa_sha256 hash;
-    char buf[65536];
+    char *buf;  /* IO_BUF bytes: decompressed data for the tar reader */
+    char *rbuf; /* IO_BUF bytes: compressed data from the source */
+    capsa_layer_read_fn src;
+    void *src_ctx;
+    capsa_err src_err; /* set when the source failed */
     bool root;
     bool warned_owner, warned_dev, warned_xattr;
     struct pathset created;
@@ -119,7 +124,7 @@ struct ctx {
 static la_ssize_t inner_read(struct archive *a, void *ud, const void **buf)
 {
     struct ctx *c = ud;
-    la_ssize_t n = archive_read_data(c->outer, c->buf, sizeof(c->buf));
+    la_ssize_t n = archive_read_data(c->outer, c->buf, IO_BUF);
 
     (void)a;
     if (n < 0) {
@@ -130,6 +135,35 @@ static la_ssize_t inner_read(struct archive *a, void *ud, const void **buf)
         capsa_sha256_update(&c->hash, c->buf, (size_t)n);
     *buf = c->buf;
     return n;
+}
+
+static la_ssize_t outer_read(struct archive *a, void *ud, const void **buf)
+{
+    struct ctx *c = ud;
+    ssize_t n = c->src(c->src_ctx, c->rbuf, IO_BUF, &c->src_err);
+
+    if (n < 0) {
+        if (!c->src_err.code)
+            capsa_err_set(&c->src_err, EIO, "layer: read failed");
+        archive_set_error(a, c->src_err.code, "%s", c->src_err.msg);
+        return -1;
+    }
+    *buf = c->rbuf;
+    return n;
+}
+
+static ssize_t fd_read(void *ctx, void *buf, size_t len, capsa_err *err)
+{
+    int fd = *(const int *)ctx;
+
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return capsa_err_set(err, errno, "layer: read: %s", strerror(errno));
+        return n;
+    }
 }
 
 /* ---- path handling -------------------------------------------------------------------- */
@@ -639,7 +673,14 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
                       char diff_id[CAPSA_DIGEST_MAX], struct capsa_layer_stats *stats,
                       capsa_err *err)
 {
-    struct ctx c = {.rootfd = rootfd, .root = geteuid() == 0};
+    return capsa_layer_apply_stream(rootfd, fd_read, &blobfd, comp, diff_id, stats, err);
+}
+
+int capsa_layer_apply_stream(int rootfd, capsa_layer_read_fn fn, void *fn_ctx,
+                             enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
+                             struct capsa_layer_stats *stats, capsa_err *err)
+{
+    struct ctx c = {.rootfd = rootfd, .root = geteuid() == 0, .src = fn, .src_ctx = fn_ctx};
     struct archive_entry *e;
     uint8_t d[CAPSA_SHA256_LEN];
     char hex[CAPSA_SHA256_HEX];
@@ -648,7 +689,9 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
     capsa_sha256_init(&c.hash);
     c.outer = archive_read_new();
     c.inner = archive_read_new();
-    if (!c.outer || !c.inner) {
+    c.buf = malloc(IO_BUF);
+    c.rbuf = malloc(IO_BUF);
+    if (!c.outer || !c.inner || !c.buf || !c.rbuf) {
         capsa_err_set(err, ENOMEM, "layer: out of memory");
         goto out;
     }
@@ -664,9 +707,13 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
         goto out;
     }
     archive_read_support_format_raw(c.outer);
-    if (archive_read_open_fd(c.outer, blobfd, 65536) != ARCHIVE_OK ||
+    if (archive_read_open(c.outer, &c, NULL, outer_read, NULL) != ARCHIVE_OK ||
         archive_read_next_header(c.outer, &e) != ARCHIVE_OK) {
-        capsa_err_set(err, EINVAL, "layer: cannot decompress: %s", archive_error_string(c.outer));
+        if (c.src_err.code)
+            *err = c.src_err;
+        else
+            capsa_err_set(err, EINVAL, "layer: cannot decompress: %s",
+                          archive_error_string(c.outer));
         goto out;
     }
     if (comp != CAPSA_LAYER_TAR && archive_filter_count(c.outer) < 2) {
@@ -697,9 +744,12 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
     }
     /* Hash whatever follows the end-of-archive marker too: diff_id covers the stream. */
     for (;;) {
-        la_ssize_t n = archive_read_data(c.outer, c.buf, sizeof(c.buf));
+        la_ssize_t n = archive_read_data(c.outer, c.buf, IO_BUF);
         if (n < 0) {
-            capsa_err_set(err, EIO, "layer: decompress: %s", archive_error_string(c.outer));
+            if (c.src_err.code)
+                *err = c.src_err;
+            else
+                capsa_err_set(err, EIO, "layer: decompress: %s", archive_error_string(c.outer));
             goto out;
         }
         if (n == 0)
@@ -718,6 +768,10 @@ out:
         archive_read_free(c.inner);
     if (c.outer)
         archive_read_free(c.outer);
+    if (rc < 0 && c.src_err.code)
+        *err = c.src_err; /* the source failing explains whatever the tar reader saw */
+    free(c.buf);
+    free(c.rbuf);
     pathset_free(&c.created);
     for (size_t i = 0; i < c.n_dirs; i++)
         free(c.dirs[i].path);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -141,9 +143,26 @@ static int run_mkfs(const char *tree, const char *out, const char *logpath, caps
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
         return capsa_err_set(err, rc, "mkfs.erofs: %s (install erofs-utils)", strerror(rc));
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return capsa_err_set(err, errno, "mkfs.erofs: wait: %s", strerror(errno));
+    /* While mkfs writes the disk, start writing it back (the caller fsyncs it), so that the
+     * flush overlaps the build instead of following it. */
+    {
+        _cleanup_close_ int outfd = -1;
+        for (;;) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid)
+                break;
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                return capsa_err_set(err, errno, "mkfs.erofs: wait: %s", strerror(errno));
+            }
+            if (outfd < 0)
+                outfd = open(out, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            if (outfd >= 0)
+                sync_file_range(outfd, 0, 0, SYNC_FILE_RANGE_WRITE);
+            nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
+        }
+    }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char msg[512] = "";
         FILE *f = fopen(logpath, "r");
@@ -185,10 +204,35 @@ static void fsync_path(const char *p)
     }
 }
 
-/* Build images/disks/<hex>/ from the layers. Caller holds the manifest lock. */
+static void *rm_tree_main(void *arg)
+{
+    capsa_rm_rf(arg, NULL);
+    return NULL;
+}
+
+/* A layer read from a blob feed, at increasing offsets. */
+struct feed_src {
+    struct capsa_blob_feed *feed;
+    size_t index;
+    int64_t off;
+};
+
+static ssize_t feed_src_read(void *ctx, void *buf, size_t len, capsa_err *err)
+{
+    struct feed_src *s = ctx;
+    ssize_t n = capsa_blob_feed_read(s->feed, s->index, buf, len, s->off, err);
+
+    if (n > 0)
+        s->off += n;
+    return n;
+}
+
+/* Build images/disks/<hex>/ from the layers, read from feed (entry i is layer i) or, without
+ * one, from the blob store. Caller holds the manifest lock. */
 static int build_disk(const struct capsa_manifest *m, const struct capsa_image_config *cfg,
                       const char *config_digest, struct capsa_image_info *info,
-                      enum capsa_progress_mode progress, capsa_err *err)
+                      enum capsa_progress_mode progress, struct capsa_blob_feed *feed,
+                      capsa_err *err)
 {
     char tree[4096], build[4096], p[4096 + 64];
     _cleanup_close_ int rootfd = -1;
@@ -196,6 +240,8 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
     const char *keep = getenv("CAPSA_IMAGE_KEEP_ROOTFS");
     bool keep_tree = keep && *keep && strcmp(keep, "0") != 0;
     _cleanup_(json_decrefp_local) json_t *doc = NULL;
+    pthread_t rm_thread;
+    bool rm_started = false;
     int rc = -1;
 
     if (capsa_images_path(tree, sizeof(tree), err, "tmp/%s.tree.%d", hex, (int)getpid()) < 0 ||
@@ -216,15 +262,23 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
         char blob[4096], diff_id[CAPSA_DIGEST_MAX];
         struct capsa_layer_stats st;
         _cleanup_close_ int bfd = -1;
-        if (capsa_blob_path(m->layers[i].digest, blob, sizeof(blob), err) < 0)
-            goto out;
-        bfd = open(blob, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (bfd < 0) {
-            capsa_err_set(err, errno, "layer %s: open %s: %s", m->layers[i].digest, blob,
-                          strerror(errno));
-            goto out;
+        int arc;
+        if (feed) {
+            struct feed_src src = {.feed = feed, .index = i};
+            arc = capsa_layer_apply_stream(rootfd, feed_src_read, &src, m->layers[i].compression,
+                                           diff_id, &st, err);
+        } else {
+            if (capsa_blob_path(m->layers[i].digest, blob, sizeof(blob), err) < 0)
+                goto out;
+            bfd = open(blob, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            if (bfd < 0) {
+                capsa_err_set(err, errno, "layer %s: open %s: %s", m->layers[i].digest, blob,
+                              strerror(errno));
+                goto out;
+            }
+            arc = capsa_layer_apply(rootfd, bfd, m->layers[i].compression, diff_id, &st, err);
         }
-        if (capsa_layer_apply(rootfd, bfd, m->layers[i].compression, diff_id, &st, err) < 0) {
+        if (arc < 0) {
             capsa_err_prefix(err, "layer %zu (%s)", i, m->layers[i].digest);
             goto out;
         }
@@ -247,6 +301,9 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
     if (run_mkfs(tree, p, logp, err) < 0)
         goto out;
     unlink(logp);
+    /* The tree is no longer needed: remove it while the disk is flushed. */
+    if (!keep_tree)
+        rm_started = pthread_create(&rm_thread, NULL, rm_tree_main, tree) == 0;
     fsync_path(p);
     doc = json_pack("{s:s, s:s, s:s, s:O}", "manifest_digest", info->manifest_digest,
                     "config_digest", config_digest, "architecture", cfg->arch[0] ? cfg->arch : "",
@@ -282,9 +339,68 @@ out:
         close(rootfd);
         rootfd = -1;
     }
+    if (rm_started)
+        pthread_join(rm_thread, NULL);
     capsa_rm_rf(tree, NULL);
     capsa_rm_rf(build, NULL);
     return rc;
+}
+
+/* The disk is built in a thread that applies each layer while later ones still download. */
+struct builder {
+    const struct capsa_manifest *m;
+    const struct capsa_image_config *cfg;
+    struct capsa_image_info *info;
+    enum capsa_progress_mode progress;
+    struct capsa_blob_feed *feed;
+    int rc;
+    capsa_err err;
+};
+
+static void *builder_main(void *arg)
+{
+    struct builder *b = arg;
+
+    b->rc = build_disk(b->m, b->cfg, b->m->config.digest, b->info, b->progress, b->feed, &b->err);
+    return NULL;
+}
+
+static inline void feed_freep(struct capsa_blob_feed **f)
+{
+    capsa_blob_feed_free(*f);
+    *f = NULL;
+}
+
+/* Download the layers and build the disk from them as they arrive. */
+static int fetch_and_build(struct capsa_registry *reg, const struct capsa_manifest *m,
+                           const struct capsa_image_config *cfg, struct capsa_image_info *info,
+                           const struct capsa_image_pull_opts *opts, capsa_err *err)
+{
+    _cleanup_(feed_freep) struct capsa_blob_feed *feed = NULL;
+    struct builder b = {.m = m, .cfg = cfg, .info = info, .progress = opts->progress};
+    pthread_t th;
+    int rc;
+
+    if (capsa_blob_feed_new(m->n_layers, &feed, err) < 0)
+        return -1;
+    b.feed = feed;
+    rc = pthread_create(&th, NULL, builder_main, &b);
+    if (rc != 0) { /* no thread: one step after the other */
+        log_debug("image: no builder thread (%s); building after the download", strerror(rc));
+        if (capsa_blobs_fetch(reg, m->layers, m->n_layers, opts->force, opts->progress, err) < 0)
+            return -1;
+        return build_disk(m, cfg, m->config.digest, info, opts->progress, NULL, err);
+    }
+    rc =
+        capsa_blobs_fetch_feed(reg, m->layers, m->n_layers, opts->force, opts->progress, feed, err);
+    pthread_join(th, NULL);
+    if (rc < 0)
+        return -1; /* the download's error explains the builder's */
+    if (b.rc < 0) {
+        *err = b.err;
+        return -1;
+    }
+    return 0;
 }
 
 /* Fetch (or read) the config blob and parse it. */
@@ -461,9 +577,7 @@ int capsa_image_pull(const char *refstr, const struct capsa_image_pull_opts *opt
     if (mlock < 0)
         return -1;
     if (opts->force || !disk_present(&info)) {
-        if (capsa_blobs_fetch(reg, m.layers, m.n_layers, opts->force, opts->progress, err) < 0)
-            return capsa_err_prefix(err, "%s", info.reference);
-        if (build_disk(&m, &cfg, m.config.digest, &info, opts->progress, err) < 0)
+        if (fetch_and_build(reg, &m, &cfg, &info, opts, err) < 0)
             return capsa_err_prefix(err, "%s", info.reference);
     } else {
         info.cached = true;
@@ -615,7 +729,7 @@ int capsa_image_install(const char *refstr, const char *body, size_t len,
     if (mlock < 0)
         return -1;
     if (!disk_present(&info)) {
-        if (build_disk(&m, &cfg, m.config.digest, &info, progress, err) < 0)
+        if (build_disk(&m, &cfg, m.config.digest, &info, progress, NULL, err) < 0)
             return capsa_err_prefix(err, "%s", info.reference);
     } else {
         info.cached = true;

@@ -6,10 +6,12 @@
  * retried over plain http. A 401 carries a WWW-Authenticate challenge: Basic (credentials
  * sent as they are) or Bearer (a token fetched from the realm for scope
  * repository:REPO:pull, with Basic credentials when we have them); the request is retried
- * once. Every transfer has a connect timeout and a low-speed limit (a registry that hangs
- * ends in a clear error), bounded redirects (https only unless insecure), and bodies kept in
- * memory are capped. Blobs go to files, several at once (curl multi), resuming a partial
- * file with a Range request; the caller verifies size and digest.
+ * with it. A refused token is fetched again once (expired); a token too weak for its own scope
+ * ends the request with an "authentication required"/"access denied" error. Every transfer has a
+ * connect timeout and a low-speed limit (a registry that hangs ends in a clear error), bounded
+ * redirects (https only unless insecure), and bodies kept in memory are capped. Blobs go to files,
+ * several at once (curl multi), resuming a partial file with a Range request; the caller verifies
+ * size and digest.
  */
 #ifndef CAPSA_IMAGE_REGISTRY_H
 #define CAPSA_IMAGE_REGISTRY_H
@@ -78,5 +80,13 @@ int capsa_registry_fetch_blobs(struct capsa_registry *r, struct capsa_blob_job *
 int capsa_registry_parse_challenge(const char *value, char *scheme, size_t scheme_len, char *realm,
                                    size_t realm_len, char *service, size_t service_len, char *scope,
                                    size_t scope_len);
+
+/* The same for any parameters: the first challenge's scheme, and in vals[i] (val_lens[i] bytes)
+ * the value of parameter keys[i] (case-insensitive; "" when absent). A second challenge in the
+ * same value ("Bearer realm=..., Basic realm=...") ends the first; token68 values are skipped.
+ * Returns -1 for a malformed value or a wanted value that does not fit. */
+int capsa_registry_challenge_params(const char *value, char *scheme, size_t scheme_len,
+                                    const char *const *keys, char *const *vals,
+                                    const size_t *val_lens, size_t n_keys);
 
 #endif

@@ -24,6 +24,7 @@ int capsa_agentc_init(struct capsa_agentc *c, int fd, capsa_err *err)
 
     memset(c, 0, sizeof(*c));
     c->fd = fd;
+    c->cancel_fd = -1;
     c->next_stream = 1;
     capsa_frame_reader_init(&c->rd);
     fl = fcntl(fd, F_GETFL);
@@ -172,7 +173,8 @@ int capsa_agentc_wait_frame(struct capsa_agentc *c, int timeout_ms, struct capsa
         if (capsa_agentc_flush(c, false, err) < 0)
             return -1;
         struct pollfd p = {.fd = c->fd,
-                           .events = POLLIN | (capsa_agentc_pending(c) ? POLLOUT : 0)};
+                           .events = POLLIN | (capsa_agentc_pending(c) ? POLLOUT : 0)},
+                      cp = {.fd = c->cancel_fd, .events = POLLIN};
         int wait = -1;
         if (timeout_ms >= 0) {
             uint64_t now = capsa_now_us();
@@ -181,8 +183,12 @@ int capsa_agentc_wait_frame(struct capsa_agentc *c, int timeout_ms, struct capsa
                                      timeout_ms);
             wait = (int)((deadline - now + 999) / 1000);
         }
-        if (poll(&p, 1, wait) < 0 && errno != EINTR)
+        struct pollfd ps[2] = {p, cp};
+        if (poll(ps, c->cancel_fd >= 0 ? 2 : 1, wait) < 0 && errno != EINTR)
             return capsa_err_set(err, errno, "agent channel: poll: %s", strerror(errno));
+        p = ps[0];
+        if (c->cancel_fd >= 0 && ps[1].revents)
+            return capsa_err_set(err, ECANCELED, "cancelled");
         if (p.revents & (POLLIN | POLLHUP | POLLERR))
             if (capsa_agentc_read(c, err) < 0)
                 return -1;

@@ -28,6 +28,7 @@ struct capsa_agentc {
     uint32_t next_stream;
     bool eof;
     char agent_version[64];
+    int cancel_fd; /* >= 0: waits give up with ECANCELED once it is readable (-1 after init) */
 };
 
 int capsa_agentc_init(struct capsa_agentc *c, int fd, capsa_err *err);

@@ -65,7 +65,8 @@ void capsa_boot_dump_console(const char *path)
 int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct capsa_booted **out,
                capsa_err *err)
 {
-    char kernel[4096], agent[4096], initrd[4096], rootfs[PATH_MAX];
+    char agent[4096], initrd[4096], rootfs[PATH_MAX];
+    struct capsa_vm_kernel kern;
     struct capsa_vm_share share = {.tag = "capsa.root", .readonly = false};
     struct capsa_vm_config cfg = {0};
     struct capsa_booted *b;
@@ -87,9 +88,10 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
         return capsa_err_set(err, ENOTDIR, "rootfs '%s': not a directory",
                              o->rootfs ? o->rootfs : "");
     }
-    if (capsa_vm_kernel_path(kernel, sizeof(kernel), err) < 0 ||
+    if (capsa_vm_kernel_find(&kern, err) < 0 ||
         capsa_vm_agent_path(agent, sizeof(agent), err) < 0 ||
-        capsa_initramfs_path(agent, initrd, sizeof(initrd), err) < 0)
+        capsa_initramfs_path_modules(agent, kern.modules_dir[0] ? kern.modules_dir : NULL, initrd,
+                                     sizeof(initrd), err) < 0)
         return -1;
 
     b = calloc(1, sizeof(*b));
@@ -99,7 +101,8 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
     snprintf(b->run_dir, sizeof(b->run_dir), "%s", run_dir);
     snprintf(b->console_log, sizeof(b->console_log), "%s/console.log", run_dir);
     share.host_path = rootfs;
-    cfg.kernel = kernel;
+    cfg.kernel = kern.path;
+    cfg.kernel_kind = kern.kind;
     cfg.initramfs = initrd;
     cfg.cpus = o->cpus > 0 ? o->cpus : 1;
     cfg.memory_mib = o->memory_mib > 0 ? o->memory_mib : 512;
@@ -123,12 +126,14 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
     }
     if (capsa_agentc_init(&b->conn, b->vm->agent_fd, err) < 0)
         goto fail;
+    b->conn.cancel_fd = o->cancel_fd > 0 ? o->cancel_fd : -1;
     boot = boot_json(o);
     if (!boot) {
         capsa_err_set(err, ENOMEM, "boot: out of memory");
         goto fail;
     }
     rc = capsa_agentc_handshake(&b->conn, boot, timeout_ms, err);
+    b->conn.cancel_fd = -1;
     json_decref(boot);
     if (rc < 0)
         goto fail;
@@ -138,7 +143,8 @@ int capsa_boot(const struct capsa_boot_opts *o, const char *run_dir, struct caps
     *out = b;
     return 0;
 fail:
-    capsa_boot_dump_console(b->console_log);
+    if (!err || err->code != ECANCELED)
+        capsa_boot_dump_console(b->console_log);
     capsa_boot_stop(b, 0, false, NULL);
     return -1;
 }

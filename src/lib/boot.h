@@ -29,6 +29,9 @@ struct capsa_boot_opts {
      * When set it replaces rootfs; an image's Env lies under env, its WorkingDir and User
      * are the defaults for workdir and user. */
     const struct capsa_rootfs *root;
+    /* > 0: the boot gives up (ECANCELED, QEMU killed) once this fd becomes readable, e.g. the
+     * supervisor's signalfd when a stop arrives during the boot */
+    int cancel_fd;
 };
 
 struct capsa_booted {

@@ -10,6 +10,7 @@
 
 #include "common/cleanup.h"
 #include "common/err.h"
+#include "common/names.h"
 #include "spec/spec_int.h"
 
 /* ---- error list ------------------------------------------------------------------------ */
@@ -691,14 +692,7 @@ json_t *spec_norm_guest_path(struct spec_ctx *c, json_t *in, const void *arg)
 
 const char *spec_check_name(const char *s)
 {
-    if (!isalnum((unsigned char)s[0]) || !isascii((unsigned char)s[0]))
-        return "must start with an ASCII letter or digit and contain only letters, digits, '.', "
-               "'_' and '-'";
-    for (const char *p = s; *p; p++)
-        if (!(isascii((unsigned char)*p) && isalnum((unsigned char)*p)) && *p != '.' && *p != '_' &&
-            *p != '-')
-            return "must contain only ASCII letters, digits, '.', '_' and '-'";
-    return NULL;
+    return capsa_name_problem(s, NULL);
 }
 
 const char *spec_check_host_path(const char *s)

@@ -556,7 +556,8 @@ static bool is_alnum(unsigned char c)
 
 int capsa_store_check_name(const char *what, const char *name, capsa_err *err)
 {
-    size_t n;
+    const char *why;
+    size_t n, at;
 
     if (!name || !*name)
         return capsa_err_set(err, EINVAL, "%s: must not be empty", what);
@@ -564,17 +565,9 @@ int capsa_store_check_name(const char *what, const char *name, capsa_err *err)
     if (n > CAPSA_NAME_MAX)
         return capsa_err_set(err, EINVAL, "%s: %zu bytes long, at most %d allowed", what, n,
                              CAPSA_NAME_MAX);
-    if (!is_alnum((unsigned char)name[0]))
-        return capsa_err_set(err, EINVAL, "%s '%.128s': must start with a letter or digit", what,
-                             name);
-    for (size_t i = 1; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (!is_alnum(c) && c != '.' && c != '_' && c != '-')
-            return capsa_err_set(err, EINVAL,
-                                 "%s '%.128s': character %zu (0x%02x) not allowed; use "
-                                 "[A-Za-z0-9._-]",
-                                 what, name, i, c);
-    }
+    if ((why = capsa_name_problem(name, &at)))
+        return capsa_err_set(err, EINVAL, "%s '%.128s': character %zu (0x%02x): %s", what, name,
+                             at, (unsigned char)name[at], why);
     return 0;
 }
 

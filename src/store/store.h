@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include "capsa.h"
+#include "common/names.h" /* CAPSA_NAME_MAX (128) */
 
 struct capsa_store;
 struct sqlite3;
@@ -64,7 +65,6 @@ int64_t capsa_store_now_ms(void);
 
 /* ---- names and labels --------------------------------------------------------------- */
 
-#define CAPSA_NAME_MAX        128
 #define CAPSA_LABEL_KEY_MAX   256
 #define CAPSA_LABEL_VALUE_MAX 4096
 
@@ -373,5 +373,31 @@ int capsa_store_image_users(struct capsa_store *store, const char *reference, si
 /* Removes the reference; the manifest (and its layer order) goes too when no other
  * reference, sandbox or snapshot uses it. Layers stay (see layer_list_orphans). */
 int capsa_store_image_delete(struct capsa_store *store, const char *reference, capsa_err *err);
+
+/* Something that keeps an image alive: a sandbox (any status) or a snapshot. */
+struct capsa_store_image_user {
+    bool snapshot;         /* false: a sandbox */
+    char *name;            /* sandbox or snapshot name */
+    char *image_ref;       /* the store reference it was made from; NULL when none */
+    char *pinned_ref;      /* sandbox: config image.Oci.reference (usually REPO@sha256:...);
+                              snapshot: NULL */
+    char *manifest_digest; /* snapshot: image_manifest_digest; sandbox: NULL (see
+                              pinned_ref); NULL when none */
+};
+void capsa_store_image_users_free(struct capsa_store_image_user *v, size_t n);
+/* Every sandbox with an OCI image root and every snapshot with an image, sorted by kind
+ * then name. *out is NULL when *n is 0. */
+int capsa_store_image_user_list(struct capsa_store *store, struct capsa_store_image_user **out,
+                                size_t *n, capsa_err *err);
+/* Garbage-collect rows: every manifest that no image reference, no snapshot and no sandbox
+ * (its config's image.Oci.reference ending in "@DIGEST") uses, then every layer no manifest
+ * lists. Counts go to *n_manifests and *n_layers (either may be NULL). One write scope. */
+int capsa_store_image_gc(struct capsa_store *store, size_t *n_manifests, size_t *n_layers,
+                         capsa_err *err);
+/* The digests the database still refers to: manifests (digest and config digest) and layers
+ * (sorted, unique; a NULL-terminated array in *out, free with capsa_strvfreep). manifests
+ * (may be NULL) gets the manifest digests alone, same form. */
+int capsa_store_image_live_digests(struct capsa_store *store, char ***blobs, char ***manifests,
+                                   capsa_err *err);
 
 #endif

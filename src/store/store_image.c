@@ -317,17 +317,23 @@ static int row_exists(struct capsa_store *store, const char *sql, const char *ke
 }
 
 /* Drop a manifest that no image reference and no snapshot uses any more. */
-int store_gc_manifest(struct capsa_store *store, const char *digest, capsa_err *err)
+int store_gc_manifest(struct capsa_store *store, const char *digest, bool keep_pinned,
+                      capsa_err *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
 
+    /* keep_pinned: a manifest a sandbox pinned at create stays (a tag moved away from it must
+     * not take the image a sandbox boots from); an explicit `image rm` passes false */
     if (store_prepare(store,
                       "DELETE FROM manifests WHERE digest = ?1 "
                       "AND NOT EXISTS (SELECT 1 FROM images WHERE manifest_digest = ?1) "
-                      "AND NOT EXISTS (SELECT 1 FROM snapshots WHERE image_manifest_digest = ?1)",
+                      "AND NOT EXISTS (SELECT 1 FROM snapshots WHERE image_manifest_digest = ?1) "
+                      "AND (?2 = 0 OR NOT EXISTS (SELECT 1 FROM sandboxes b WHERE "
+                      "json_extract(b.config, '$.image.Oci.reference') LIKE '%@' || ?1))",
                       &st, err) < 0)
         return -1;
     store_bind_text(st, 1, digest);
+    sqlite3_bind_int(st, 2, keep_pinned ? 1 : 0);
     return store_step_done(store, st, "drop unused manifest", NULL, err);
 }
 
@@ -411,7 +417,7 @@ static int do_image_put(struct capsa_store *store, const struct capsa_store_imag
     if (store_step_done(store, st, "record image", NULL, err) < 0)
         return -1;
     if (old_digest && strcmp(old_digest, in->manifest_digest) != 0)
-        return store_gc_manifest(store, old_digest, err);
+        return store_gc_manifest(store, old_digest, true, err);
     return 0;
 }
 
@@ -597,7 +603,7 @@ static int do_image_delete(struct capsa_store *store, const char *reference, cap
         return capsa_err_set(err, ENOMEM, "image delete: out of memory");
     if (store_step_row(store, st, "delete image", err) < 0)
         return -1;
-    return store_gc_manifest(store, digest, err);
+    return store_gc_manifest(store, digest, false, err);
 }
 
 int capsa_store_image_delete(struct capsa_store *store, const char *reference, capsa_err *err)
@@ -633,4 +639,196 @@ int capsa_store_image_users(struct capsa_store *store, const char *reference, si
     if (n_snapshots)
         *n_snapshots = (size_t)sqlite3_column_int64(st, 1);
     return 0;
+}
+
+/* ---- image users, row gc, live digests (image prune) ---------------------------------- */
+
+void capsa_store_image_users_free(struct capsa_store_image_user *v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].name);
+        free(v[i].image_ref);
+        free(v[i].pinned_ref);
+        free(v[i].manifest_digest);
+    }
+    free(v);
+}
+
+int capsa_store_image_user_list(struct capsa_store *store, struct capsa_store_image_user **out,
+                                size_t *n, capsa_err *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    struct capsa_store_image_user *arr = NULL;
+    size_t cap = 0, cnt = 0;
+    bool started;
+    int rc = -1;
+
+    *out = NULL;
+    *n = 0;
+    if (store_read_begin(store, &started, err) < 0)
+        return -1;
+    if (store_prepare(store,
+                      "SELECT 0, name, image_ref, json_extract(config, '$.image.Oci.reference'), "
+                      "NULL FROM sandboxes WHERE image_ref IS NOT NULL OR "
+                      "json_extract(config, '$.image.Oci.reference') IS NOT NULL "
+                      "UNION ALL SELECT 1, name, image_ref, NULL, image_manifest_digest "
+                      "FROM snapshots WHERE image_ref IS NOT NULL OR "
+                      "image_manifest_digest IS NOT NULL ORDER BY 1, 2",
+                      &st, err) < 0)
+        goto out;
+    while ((rc = store_step_row(store, st, "list image users", err)) > 0) {
+        bool oom = false;
+        if (cnt == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct capsa_store_image_user *na = realloc(arr, ncap * sizeof(*arr));
+            if (!na) {
+                rc = capsa_err_set(err, ENOMEM, "image users: out of memory");
+                break;
+            }
+            arr = na;
+            cap = ncap;
+        }
+        memset(&arr[cnt], 0, sizeof(arr[cnt]));
+        arr[cnt].snapshot = sqlite3_column_int(st, 0) != 0;
+        arr[cnt].name = store_col_strdup(st, 1, &oom);
+        arr[cnt].image_ref = store_col_strdup(st, 2, &oom);
+        /* json_extract of a non-string (a hand-edited row) is not a reference */
+        if (sqlite3_column_type(st, 3) == SQLITE_TEXT)
+            arr[cnt].pinned_ref = store_col_strdup(st, 3, &oom);
+        arr[cnt].manifest_digest = store_col_strdup(st, 4, &oom);
+        cnt++;
+        if (oom || !arr[cnt - 1].name) {
+            rc = capsa_err_set(err, ENOMEM, "image users: out of memory");
+            break;
+        }
+    }
+out:
+    store_read_end(store, started);
+    if (rc < 0) {
+        capsa_store_image_users_free(arr, cnt);
+        return -1;
+    }
+    *out = cnt ? arr : NULL;
+    if (!cnt)
+        free(arr);
+    *n = cnt;
+    return 0;
+}
+
+static int do_image_gc(struct capsa_store *store, size_t *n_manifests, size_t *n_layers,
+                       capsa_err *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int changes = 0;
+
+    /* '@' || digest at the end of the pinned reference; digests hold no LIKE wildcards */
+    if (store_prepare(store,
+                      "DELETE FROM manifests WHERE "
+                      "NOT EXISTS (SELECT 1 FROM images i WHERE i.manifest_digest = "
+                      "manifests.digest) AND "
+                      "NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.image_manifest_digest = "
+                      "manifests.digest) AND "
+                      "NOT EXISTS (SELECT 1 FROM sandboxes b WHERE "
+                      "json_extract(b.config, '$.image.Oci.reference') LIKE '%@' || "
+                      "manifests.digest)",
+                      &st, err) < 0)
+        return -1;
+    if (store_step_done(store, st, "drop unused manifests", &changes, err) < 0)
+        return -1;
+    if (n_manifests)
+        *n_manifests = (size_t)changes;
+    sqlite3_finalize(steal_pointer(&st));
+    changes = 0;
+    if (store_prepare(store,
+                      "DELETE FROM layers WHERE NOT EXISTS (SELECT 1 FROM image_layers il WHERE "
+                      "il.layer_digest = layers.digest)",
+                      &st, err) < 0)
+        return -1;
+    if (store_step_done(store, st, "drop unused layers", &changes, err) < 0)
+        return -1;
+    if (n_layers)
+        *n_layers = (size_t)changes;
+    return 0;
+}
+
+int capsa_store_image_gc(struct capsa_store *store, size_t *n_manifests, size_t *n_layers,
+                         capsa_err *err)
+{
+    if (n_manifests)
+        *n_manifests = 0;
+    if (n_layers)
+        *n_layers = 0;
+    if (store_write_begin(store, err) < 0)
+        return -1;
+    return store_write_end(store, do_image_gc(store, n_manifests, n_layers, err), err);
+}
+
+/* Run sql (one text column) into a NULL-terminated array. */
+static int column_strv(struct capsa_store *store, const char *sql, char ***out, capsa_err *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    char **v = NULL;
+    size_t cap = 0, cnt = 0;
+    int rc;
+
+    *out = NULL;
+    if (store_prepare(store, sql, &st, err) < 0)
+        return -1;
+    while ((rc = store_step_row(store, st, "list digests", err)) > 0) {
+        bool oom = false;
+        if (cnt + 1 >= cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            char **nv = realloc(v, ncap * sizeof(*nv));
+            if (!nv) {
+                rc = capsa_err_set(err, ENOMEM, "list digests: out of memory");
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[cnt] = store_col_strdup(st, 0, &oom);
+        if (oom || !v[cnt]) {
+            rc = capsa_err_set(err, ENOMEM, "list digests: out of memory");
+            break;
+        }
+        v[++cnt] = NULL;
+    }
+    if (rc < 0 || !v) {
+        if (rc == 0)
+            v = calloc(1, sizeof(*v));
+        if (rc < 0 || !v) {
+            capsa_strvfreep(&v);
+            return rc < 0 ? -1 : capsa_err_set(err, ENOMEM, "list digests: out of memory");
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+int capsa_store_image_live_digests(struct capsa_store *store, char ***blobs, char ***manifests,
+                                   capsa_err *err)
+{
+    bool started;
+    int rc;
+
+    *blobs = NULL;
+    if (manifests)
+        *manifests = NULL;
+    if (store_read_begin(store, &started, err) < 0)
+        return -1;
+    rc = column_strv(store,
+                     "SELECT digest FROM manifests UNION SELECT config_digest FROM manifests "
+                     "WHERE config_digest IS NOT NULL UNION SELECT layer_digest FROM "
+                     "image_layers UNION SELECT digest FROM layers ORDER BY 1",
+                     blobs, err);
+    if (rc == 0 && manifests)
+        rc = column_strv(store, "SELECT digest FROM manifests ORDER BY 1", manifests, err);
+    store_read_end(store, started);
+    if (rc < 0) {
+        capsa_strvfreep(blobs);
+        *blobs = NULL;
+    }
+    return rc;
 }

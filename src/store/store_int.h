@@ -69,7 +69,8 @@ int store_check_json_object(const char *what, const char *json, capsa_err *err);
 int store_check_digest(const char *what, const char *digest, capsa_err *err);
 
 /* Drop a manifest (and its layer order) that no image reference or snapshot uses. */
-int store_gc_manifest(struct capsa_store *store, const char *digest, capsa_err *err);
+int store_gc_manifest(struct capsa_store *store, const char *digest, bool keep_pinned,
+                      capsa_err *err);
 
 /* Migrations (store_schema.c). */
 extern const char *const capsa_store_migrations[];

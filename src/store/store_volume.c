@@ -450,7 +450,7 @@ static int do_snapshot_delete(struct capsa_store *store, const char *key, capsa_
     if (store_step_row(store, st, "delete snapshot", err) < 0)
         return -1;
     /* The snapshot may have been the last thing pinning its image manifest. */
-    return manifest ? store_gc_manifest(store, manifest, err) : 0;
+    return manifest ? store_gc_manifest(store, manifest, true, err) : 0;
 }
 
 int capsa_store_snapshot_delete(struct capsa_store *store, const char *key, capsa_err *err)

@@ -3,7 +3,7 @@
  * The control socket speaks the agent channel's framing (docs/protocol.md, "Control socket"):
  * the supervisor greets with `hello`, relays exec and fs streams to the guest agent (stream ids
  * are remapped per client, so capsa_exec_run() and the capsa_fsc_*() calls work unchanged on
- * conn.ch), relays `ping`, and answers `ctl.request` {op: info|touch|stop|spawn} on stream 0
+ * conn.ch), relays `ping`, and answers `ctl.request` {op: info|touch|stop|spawn|detach} on stream 0
  * with `ctl.result`. Closing the connection kills the exec sessions it started.
  */
 #ifndef CAPSA_SUPERVISOR_CLIENT_H

@@ -20,6 +20,7 @@
 #include "lib/rootfs.h"
 #include "spec/spec.h"
 #include "supervisor/client.h"
+#include "supervisor/execlog.h"
 #include "supervisor/sandbox.h"
 #include "supervisor/supervisor.h"
 
@@ -70,10 +71,31 @@ bool capsa_supervisor_alive(pid_t pid, void *ctx)
 
 int capsa_sandbox_reap(struct capsa_store *store, capsa_err *err)
 {
-    size_t n = 0;
+    struct capsa_store_sandbox_filter f = {
+        .status_mask = CAPSA_SB(STARTING) | CAPSA_SB(RUNNING) | CAPSA_SB(STOPPING)};
+    struct capsa_store_sandbox *v = NULL, now;
+    struct capsa_sandbox_paths p;
+    size_t n = 0, nv = 0;
+    capsa_err e2 = {0};
 
-    if (capsa_store_sandbox_reap(store, capsa_supervisor_alive, NULL, &n, err) < 0)
+    /* the ones that look dead now get a stop marker in their exec.log once reaped: the
+     * supervisor that would have written it was killed */
+    if (capsa_store_sandbox_list(store, &f, &v, &nv, &e2) < 0)
+        nv = 0;
+    if (capsa_store_sandbox_reap(store, capsa_supervisor_alive, NULL, &n, err) < 0) {
+        capsa_store_sandboxes_free(v, nv);
         return -1;
+    }
+    for (size_t i = 0; n && i < nv; i++) {
+        memset(&now, 0, sizeof(now));
+        if (capsa_store_sandbox_get(store, v[i].name, &now, &e2) == 0 &&
+            now.status == CAPSA_SANDBOX_CRASHED && now.stopped_at >= v[i].updated_at &&
+            capsa_sandbox_paths(v[i].name, 0, &p, &e2) == 0)
+            capsa_execlog_append_line(p.exec_log, CAPSA_LOG_SRC_SYSTEM,
+                                      "--- sandbox crashed (supervisor_died) ---\n");
+        capsa_store_sandbox_clear(&now);
+    }
+    capsa_store_sandboxes_free(v, nv);
     if (n)
         log_info("reaped %zu sandbox(es) whose supervisor had died", n);
     return 0;
@@ -144,12 +166,13 @@ static bool wait_gone(pid_t pid, int timeout_ms)
 
 /* ---- spawning ---------------------------------------------------------------------------- */
 
-int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_err *err)
+int capsa_supervisor_spawn(const char *name, int timeout_ms, int *watch_fd, bool *busy,
+                           capsa_err *err)
 {
     struct capsa_sandbox_paths paths;
-    char exe[PATH_MAX], fdenv[64], report[65536];
+    char exe[PATH_MAX], fdenv[64], watchenv[64], report[65536];
     const char *exe_env = getenv("CAPSA_SUPERVISOR_EXE");
-    _cleanup_close_ int logfd = -1, nullfd = -1, rd = -1;
+    _cleanup_close_ int logfd = -1, nullfd = -1, rd = -1, watch_rd = -1, watch_wr = -1;
     int pfd[2] = {-1, -1}, st;
     size_t nenv = 0, len = 0;
     char **envp = NULL;
@@ -161,6 +184,8 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
 
     if (busy)
         *busy = false;
+    if (watch_fd)
+        *watch_fd = -1;
     if (timeout_ms <= 0)
         timeout_ms = boot_timeout_ms() + 60000;
     if (capsa_sandbox_paths(name, 0, &paths, err) < 0 || capsa_mkdir_p(paths.dir, 0700, err) < 0)
@@ -179,18 +204,36 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
     nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (nullfd < 0)
         return capsa_err_set(err, errno, "open /dev/null: %s", strerror(errno));
+    if (watch_fd) {
+        /* parent watch: we keep the write end (close-on-exec, so programs the caller execs do
+         * not hold it), the supervisor inherits the read end as fd 4; its number is moved to
+         * >= 5 so the child's dup2 onto fds 0-4 cannot clobber it */
+        int w[2];
+        if (pipe2(w, O_CLOEXEC) < 0)
+            return capsa_err_set(err, errno, "pipe: %s", strerror(errno));
+        watch_wr = w[1];
+        watch_rd = fcntl(w[0], F_DUPFD_CLOEXEC, 5);
+        close(w[0]);
+        if (watch_rd < 0)
+            return capsa_err_set(err, errno, "fcntl: %s", strerror(errno));
+    }
     /* everything the child needs is prepared before fork */
     for (char **e = environ; e && *e; e++)
         nenv++;
-    envp = calloc(nenv + 2, sizeof(*envp));
+    envp = calloc(nenv + 3, sizeof(*envp));
     if (!envp)
         return capsa_err_set(err, ENOMEM, "out of memory");
     nenv = 0;
     for (char **e = environ; e && *e; e++)
-        if (strncmp(*e, CAPSA_SUPERVISOR_READY_ENV "=", strlen(CAPSA_SUPERVISOR_READY_ENV) + 1))
+        if (strncmp(*e, CAPSA_SUPERVISOR_READY_ENV "=", strlen(CAPSA_SUPERVISOR_READY_ENV) + 1) &&
+            strncmp(*e, CAPSA_SUPERVISOR_WATCH_ENV "=", strlen(CAPSA_SUPERVISOR_WATCH_ENV) + 1))
             envp[nenv++] = *e;
     snprintf(fdenv, sizeof(fdenv), "%s=3", CAPSA_SUPERVISOR_READY_ENV);
     envp[nenv++] = fdenv;
+    if (watch_rd >= 0) {
+        snprintf(watchenv, sizeof(watchenv), "%s=4", CAPSA_SUPERVISOR_WATCH_ENV);
+        envp[nenv++] = watchenv;
+    }
     argv[0] = exe;
     argv[1] = (char *)CAPSA_SUPERVISOR_VERB;
     argv[2] = (char *)name;
@@ -219,7 +262,10 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
             _exit(pid < 0 ? 126 : 0);
         if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || dup2(pfd[1], 3) < 0)
             _exit(126);
-        close_range(4, ~0u, 0);
+        if (watch_rd >= 0 && dup2(watch_rd, 4) < 0)
+            _exit(126);
+        /* also closes the write end of the watch pipe (any number below 5 was dup2'd over) */
+        close_range(watch_rd >= 0 ? 5 : 4, ~0u, 0);
         /* /proc/self/exe: the very binary running now, even if its file was replaced */
         if (!exe_env || !*exe_env)
             execve("/proc/self/exe", argv, envp);
@@ -229,6 +275,10 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
     free(envp);
     close(pfd[1]);
     rd = pfd[0];
+    if (watch_rd >= 0) {
+        close(watch_rd);
+        watch_rd = -1;
+    }
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -271,6 +321,8 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
     }
     if (json_is_true(json_object_get(j, "ok"))) {
         json_decref(j);
+        if (watch_fd)
+            *watch_fd = steal_fd(&watch_wr);
         return 0;
     }
     if (busy)
@@ -285,13 +337,21 @@ int capsa_supervisor_spawn(const char *name, int timeout_ms, bool *busy, capsa_e
 
 /* ---- start / stop / remove --------------------------------------------------------------- */
 
-int capsa_sandbox_start(struct capsa_store *store, const char *name, bool *was_running,
-                        capsa_err *err)
+int capsa_sandbox_start_named(struct capsa_store *store, const char *name, bool *was_running,
+                              capsa_err *err)
+{
+    return capsa_sandbox_start_attached(store, name, NULL, was_running, err);
+}
+
+int capsa_sandbox_start_attached(struct capsa_store *store, const char *name, int *watch_fd,
+                                 bool *was_running, capsa_err *err)
 {
     enum capsa_sandbox_status status;
 
     if (was_running)
         *was_running = false;
+    if (watch_fd)
+        *watch_fd = -1;
     for (int attempt = 0; attempt < 3; attempt++) {
         bool busy = false;
 
@@ -304,7 +364,7 @@ int capsa_sandbox_start(struct capsa_store *store, const char *name, bool *was_r
                 *was_running = true; /* running, and not started by us */
             return 0;
         }
-        if (capsa_supervisor_spawn(name, 0, &busy, err) == 0)
+        if (capsa_supervisor_spawn(name, 0, watch_fd, &busy, err) == 0)
             return 0;
         if (!busy) {
             struct capsa_store_sandbox sb = {0};
@@ -324,8 +384,8 @@ int capsa_sandbox_start(struct capsa_store *store, const char *name, bool *was_r
                          name);
 }
 
-int capsa_sandbox_stop(struct capsa_store *store, const char *name, bool force, int timeout_ms,
-                       bool *was_stopped, capsa_err *err)
+int capsa_sandbox_stop_named(struct capsa_store *store, const char *name, bool force,
+                             int timeout_ms, bool *was_stopped, capsa_err *err)
 {
     struct capsa_store_sandbox sb = {0};
     struct capsa_sandbox_paths paths;
@@ -363,7 +423,7 @@ int capsa_sandbox_stop(struct capsa_store *store, const char *name, bool force, 
         /* no control socket (still booting, or wedged): the supervisor stops on SIGTERM */
         log_info("sandbox %s: no answer on the control socket; sending SIGTERM to pid %d", name,
                  (int)pid);
-        kill(pid, force ? SIGKILL : SIGTERM);
+        kill(pid, force && sb.status != CAPSA_SANDBOX_STARTING ? SIGKILL : SIGTERM);
     }
     if (pid > 0 &&
         !wait_gone(pid, timeout_ms + EXIT_SLACK_MS +
@@ -386,7 +446,8 @@ out:
     return ret;
 }
 
-int capsa_sandbox_remove(struct capsa_store *store, const char *name, bool force, capsa_err *err)
+int capsa_sandbox_remove_named(struct capsa_store *store, const char *name, bool force,
+                               capsa_err *err)
 {
     struct capsa_store_sandbox sb = {0};
     struct capsa_sandbox_paths paths;
@@ -400,7 +461,7 @@ int capsa_sandbox_remove(struct capsa_store *store, const char *name, bool force
                           capsa_sandbox_status_name(sb.status));
             goto out;
         }
-        if (capsa_sandbox_stop(store, name, false, -1, NULL, err) < 0)
+        if (capsa_sandbox_stop_named(store, name, false, -1, NULL, err) < 0)
             goto out;
     }
     if (capsa_sandbox_paths(name, sb.id, &paths, err) < 0 ||
@@ -529,6 +590,62 @@ static int resolve_create_root(struct capsa_sandbox_spec *sp,
     return 0;
 }
 
+/* Registry options given at create (--insecure, --ca-certs) kept in the sandbox directory, so
+ * that a later start can pull the pinned image again from the same registry: pull.json and a
+ * private copy of the CA bundle (the user's file may be gone by then). */
+int capsa_sandbox_pull_opts_save(const char *dir, const struct capsa_image_pull_opts *po,
+                                 capsa_err *err)
+{
+    char path[4200], tmp[4210];
+    json_t *j;
+    int rc;
+
+    if (!po->insecure && !po->ca_certs)
+        return 0;
+    if (po->ca_certs) {
+        snprintf(path, sizeof(path), "%s/ca-certs.pem", dir);
+        if (capsa_copy_file(po->ca_certs, path, 0600, err) < 0)
+            return capsa_err_prefix(err, "--ca-certs");
+    }
+    j = json_pack("{s:b, s:b}", "insecure", po->insecure, "ca_certs", po->ca_certs != NULL);
+    if (!j)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    snprintf(path, sizeof(path), "%s/pull.json", dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    rc = json_dump_file(j, tmp, JSON_COMPACT);
+    json_decref(j);
+    if (rc < 0 || rename(tmp, path) < 0) {
+        int e = errno ? errno : EIO;
+        unlink(tmp);
+        return capsa_err_set(err, e, "%s: cannot write: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int capsa_sandbox_pull_opts_load(const char *dir, struct capsa_image_pull_opts *po, char *ca_path,
+                                 size_t ca_size, capsa_err *err)
+{
+    char path[4200];
+    json_error_t je;
+    json_t *j, *v;
+
+    memset(po, 0, sizeof(*po));
+    snprintf(path, sizeof(path), "%s/pull.json", dir);
+    j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!j)
+        return access(path, F_OK) < 0 && errno == ENOENT
+                   ? 0
+                   : capsa_err_set(err, EINVAL, "%s: %s", path, je.text);
+    v = json_object_get(j, "insecure");
+    po->insecure = json_is_true(v);
+    if (json_is_true(json_object_get(j, "ca_certs"))) {
+        snprintf(ca_path, ca_size, "%s/ca-certs.pem", dir);
+        po->ca_certs = ca_path;
+    }
+    json_decref(j);
+    return 0;
+}
+
 bool capsa_sandbox_script_name_ok(const char *k)
 {
     size_t n = strlen(k);
@@ -599,8 +716,8 @@ static int check_supported(json_t *doc, const struct capsa_sandbox_spec *sp, cap
     return check_supported_more(doc, sp, err);
 }
 
-int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_create_opts *o,
-                         capsa_err *err)
+int capsa_sandbox_create_named(struct capsa_store *store, const struct capsa_sandbox_create_opts *o,
+                               capsa_err *err)
 {
     struct capsa_sandbox_spec *sp = NULL;
     struct capsa_store_sandbox_new nw = {0};
@@ -615,6 +732,8 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
     size_t nl = 0;
     int ret = -1;
 
+    if (o->watch_fd)
+        *o->watch_fd = -1;
     if (capsa_store_check_name("sandbox name", o->name, err) < 0)
         return -1;
     doc = o->spec ? json_deep_copy(o->spec) : json_object();
@@ -636,8 +755,7 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
                             json_string(o->labels[i].value ? o->labels[i].value : ""));
     }
     if (capsa_sandbox_spec_load(doc, &sp, &errs) < 0) {
-        capsa_spec_errors_to_err(&errs, err);
-        capsa_err_prefix(err, "spec");
+        capsa_spec_errors_to_err(&errs, err); /* "spec: PATH: MESSAGE" */
         goto out;
     }
     if (check_supported(sp->doc, sp, err) < 0)
@@ -670,7 +788,7 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
     }
     if (o->replace) {
         capsa_err e2 = {0};
-        if (capsa_sandbox_remove(store, o->name, true, &e2) < 0 && e2.code != ENOENT) {
+        if (capsa_sandbox_remove_named(store, o->name, true, &e2) < 0 && e2.code != ENOENT) {
             *err = e2;
             capsa_err_prefix(err, "--replace");
             goto out;
@@ -691,7 +809,13 @@ int capsa_sandbox_create(struct capsa_store *store, const struct capsa_sandbox_c
     if (capsa_sandbox_paths(o->name, 0, &paths, err) < 0 || capsa_rm_rf(paths.dir, err) < 0 ||
         capsa_mkdir_p(paths.dir, 0700, err) < 0)
         goto out;
-    ret = o->no_start ? 0 : capsa_sandbox_start(store, o->name, NULL, err);
+    if (o->pull && capsa_sandbox_pull_opts_save(paths.dir, o->pull, err) < 0) {
+        capsa_err e2 = {0};
+        capsa_store_sandbox_delete(store, o->name, ~0u, &e2);
+        capsa_rm_rf(paths.dir, &e2);
+        goto out;
+    }
+    ret = o->no_start ? 0 : capsa_sandbox_start_attached(store, o->name, o->watch_fd, NULL, err);
 out:
     free(labels);
     free(cfg);

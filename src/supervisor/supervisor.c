@@ -85,6 +85,8 @@ struct sup {
     struct capsa_booted *b;
     int64_t run_id;
     int ready_fd, listen_fd, sig_fd;
+    int watch_fd;              /* attached: read end of the parent-watch pipe (-1: detached) */
+    bool parent_exited;        /* the stop was caused by EOF on watch_fd */
     struct capsa_execlog xlog; /* sandboxes/NAME/exec.log */
     bool primary_taken;        /* the first exec session of this lifetime is captured */
     /* guest console tail (system source) */
@@ -193,6 +195,24 @@ static int fail_start(struct sup *s, const char *msg)
         s->b = NULL;
     }
     return 1;
+}
+
+/* A stop (SIGTERM/SIGINT/SIGHUP) arrived while the VM was booting: the boot was abandoned and
+ * QEMU killed; the sandbox ends stopped, as a stop after the boot would leave it. */
+static int cancel_start(struct sup *s)
+{
+    struct capsa_store_run_end end = {.reason = CAPSA_RUN_SHUTDOWN_REQUESTED,
+                                      .detail = "stopped while booting"};
+    struct signalfd_siginfo si;
+
+    while (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        ;
+    log_info("stop requested while booting: boot abandoned");
+    if (s->xlog.fd >= 0)
+        sys_line(s, "--- sandbox stopped while booting ---");
+    record_end(s, CAPSA_SANDBOX_STOPPED, NULL, &end);
+    report(s, false, false, "sandbox stopped while it was booting");
+    return 0;
 }
 
 /* ---- streams ----------------------------------------------------------------------------- */
@@ -478,7 +498,9 @@ static void on_ctl(struct sup *s, struct client *cl, const uint8_t *p, size_t le
     if (!op) {
         ctl_reply_error(cl, "ctl.request: expected a JSON object with a string \"op\"");
     } else if (!strcmp(op, "info")) {
-        send_json_to_client(cl, 0, CAPSA_MSG_CTL_RESULT, info_json(s));
+        json_t *info = info_json(s);
+        json_object_set_new(info, "attached", json_boolean(s->watch_fd >= 0));
+        send_json_to_client(cl, 0, CAPSA_MSG_CTL_RESULT, info);
     } else if (!strcmp(op, "touch")) {
         s->last_activity_us = capsa_now_us();
         send_json_to_client(cl, 0, CAPSA_MSG_CTL_RESULT, json_pack("{s:b}", "ok", 1));
@@ -492,6 +514,16 @@ static void on_ctl(struct sup *s, struct client *cl, const uint8_t *p, size_t le
             begin_stop(s, CAPSA_RUN_SHUTDOWN_REQUESTED,
                        json_is_true(json_object_get(req, "force")) || ms == 0, (uint64_t)ms);
         }
+    } else if (!strcmp(op, "detach")) {
+        /* disarm the parent watch: the sandbox outlives its parent from now on */
+        bool was = s->watch_fd >= 0;
+        if (was) {
+            close(s->watch_fd);
+            s->watch_fd = -1;
+            log_info("detached from the parent process");
+        }
+        send_json_to_client(cl, 0, CAPSA_MSG_CTL_RESULT,
+                            json_pack("{s:b, s:b}", "ok", 1, "was_attached", was));
     } else if (!strcmp(op, "spawn")) {
         if (s->stopping)
             ctl_reply_error(cl, "spawn: the sandbox is stopping");
@@ -502,8 +534,8 @@ static void on_ctl(struct sup *s, struct client *cl, const uint8_t *p, size_t le
     } else {
         char msg[128];
         snprintf(msg, sizeof(msg),
-                 "ctl.request: unknown op '%.40s' (expected info, touch, stop "
-                 "or spawn)",
+                 "ctl.request: unknown op '%.40s' (expected info, touch, stop, "
+                 "spawn or detach)",
                  op);
         ctl_reply_error(cl, msg);
     }
@@ -920,7 +952,11 @@ static int finalize(struct sup *s, int ws)
     if (s->stopping) {
         to = CAPSA_SANDBOX_STOPPED;
         end.reason = s->stop_reason;
-        if (s->killed && s->stop_grace_ms > 0)
+        if (s->parent_exited)
+            snprintf(detail, sizeof(detail), "the attached parent process exited; %s",
+                     s->killed ? "QEMU killed: the guest did not power off in time"
+                               : "the guest powered off");
+        else if (s->killed && s->stop_grace_ms > 0)
             snprintf(detail, sizeof(detail),
                      "QEMU killed: the guest did not power off within %llu ms",
                      (unsigned long long)s->stop_grace_ms);
@@ -986,6 +1022,23 @@ static void on_signal(struct sup *s)
     }
 }
 
+/* The parent-watch pipe is readable: EOF (or an error) means the attached parent is gone, so
+ * the sandbox stops as `capsa stop` would; bytes written to it are ignored. */
+static void on_watch(struct sup *s)
+{
+    char buf[64];
+    ssize_t n = read(s->watch_fd, buf, sizeof(buf));
+
+    if (n > 0 || (n < 0 && (errno == EINTR || errno == EAGAIN)))
+        return;
+    close(s->watch_fd);
+    s->watch_fd = -1;
+    log_info("the attached parent process exited: stopping the sandbox");
+    if (!s->stopping)
+        s->parent_exited = true;
+    begin_stop(s, CAPSA_RUN_SHUTDOWN_REQUESTED, false, CAPSA_STOP_TIMEOUT_MS_DEFAULT);
+}
+
 static uint64_t min_deadline(uint64_t a, uint64_t b)
 {
     if (!a)
@@ -997,7 +1050,7 @@ static uint64_t min_deadline(uint64_t a, uint64_t b)
 
 static int loop(struct sup *s)
 {
-    struct pollfd pf[MAX_CLIENTS + 5];
+    struct pollfd pf[MAX_CLIENTS + 6];
     struct capsa_agentc *ag = &s->b->conn;
     capsa_err err = {0};
 
@@ -1005,7 +1058,8 @@ static int loop(struct sup *s)
         struct capsa_frame_hdr h;
         const uint8_t *p;
         uint64_t now, deadline = 0;
-        int ws, n = 0, i_ag = -1, i_pid = -1, i_lis = -1, i_sig, i_cl, timeout = -1, r;
+        int ws, n = 0, i_ag = -1, i_pid = -1, i_lis = -1, i_sig, i_cl, i_watch = -1, timeout = -1;
+        int r;
         bool pause_agent = false, pause_clients;
 
         /* frames already buffered */
@@ -1097,6 +1151,10 @@ static int loop(struct sup *s)
         }
         i_sig = n;
         pf[n++] = (struct pollfd){.fd = s->sig_fd, .events = POLLIN};
+        if (s->watch_fd >= 0) {
+            i_watch = n;
+            pf[n++] = (struct pollfd){.fd = s->watch_fd, .events = POLLIN};
+        }
         i_cl = n;
         for (size_t c = 0; c < s->n_clients; c++)
             pf[n++] = (struct pollfd){
@@ -1118,6 +1176,8 @@ static int loop(struct sup *s)
         (void)i_pid; /* exit is checked at the top of the loop */
         if (pf[i_sig].revents & POLLIN)
             on_signal(s);
+        if (i_watch >= 0 && (pf[i_watch].revents & (POLLIN | POLLHUP | POLLERR)))
+            on_watch(s);
         /* clients: read (their count may change only below, when accepting) */
         for (size_t c = 0; c < s->n_clients && i_cl + (int)c < n; c++) {
             struct pollfd *q = &pf[i_cl + (int)c];
@@ -1254,6 +1314,8 @@ static int boot_vm(struct sup *s, capsa_err *err)
     struct capsa_root_disk rd;
     struct capsa_rootfs_spec rs;
     struct capsa_rootfs root = {0};
+    struct capsa_image_pull_opts pull;
+    char ca_path[4200];
     bool have_root = false;
     int rc;
 
@@ -1264,6 +1326,9 @@ static int boot_vm(struct sup *s, capsa_err *err)
             return -1;
         if (rs.pull_policy == CAPSA_PULL_ALWAYS)
             rs.pull_policy = CAPSA_PULL_IF_MISSING; /* pinned: the digest cannot move */
+        if (capsa_sandbox_pull_opts_load(s->paths.dir, &pull, ca_path, sizeof(ca_path), err) < 0)
+            return -1;
+        rs.pull = &pull;
         if (capsa_rootfs_resolve(&rs, &root, err) < 0)
             return -1;
         have_root = true;
@@ -1294,6 +1359,7 @@ static int boot_vm(struct sup *s, capsa_err *err)
     bo.workdir = s->spec->workdir;
     bo.user = s->spec->user;
     bo.env = env;
+    bo.cancel_fd = s->sig_fd; /* stop/SIGTERM during the boot ends it at once */
     rc = capsa_boot(&bo, s->paths.run_dir, &s->b, err);
 out:
     for (size_t i = 0; i < MAX_ENV + 1 && env[i]; i++)
@@ -1305,8 +1371,9 @@ out:
 
 int capsa_supervisor_main(const char *name)
 {
-    struct sup s = {.name = name, .ready_fd = -1, .listen_fd = -1, .sig_fd = -1, .xlog.fd = -1};
-    const char *rfd = getenv(CAPSA_SUPERVISOR_READY_ENV);
+    struct sup s = {
+        .name = name, .ready_fd = -1, .listen_fd = -1, .sig_fd = -1, .watch_fd = -1, .xlog.fd = -1};
+    const char *rfd = getenv(CAPSA_SUPERVISOR_READY_ENV), *wfd = getenv(CAPSA_SUPERVISOR_WATCH_ENV);
     capsa_spec_errors errs = {0};
     capsa_err err = {0};
     char ident[160], msg[1200];
@@ -1329,13 +1396,25 @@ int capsa_supervisor_main(const char *name)
         }
         unsetenv(CAPSA_SUPERVISOR_READY_ENV);
     }
+    if (wfd) {
+        /* attached: the spawner holds the write end (see capsa_supervisor_spawn) */
+        char *end;
+        long v = strtol(wfd, &end, 10);
+        if (!*end && v > 2 && v < 65536 && fcntl((int)v, F_GETFD) >= 0) {
+            s.watch_fd = (int)v;
+            fcntl(s.watch_fd, F_SETFD, FD_CLOEXEC);
+            fcntl(s.watch_fd, F_SETFL, fcntl(s.watch_fd, F_GETFL) | O_NONBLOCK);
+        }
+        unsetenv(CAPSA_SUPERVISOR_WATCH_ENV);
+    }
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     s.sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    log_info("supervisor pid %d starting sandbox %s", (int)getpid(), name);
+    log_info("supervisor pid %d starting sandbox %s%s", (int)getpid(), name,
+             s.watch_fd >= 0 ? " (attached to its parent)" : "");
 
     if (capsa_store_check_name("sandbox name", name, &err) < 0 ||
         capsa_store_open(NULL, &s.store, &err) < 0 ||
@@ -1366,7 +1445,11 @@ int capsa_supervisor_main(const char *name)
         ret = fail_start(&s, err.msg);
         goto out;
     }
-    if (boot_vm(&s, &err) < 0) {
+    err.code = 0;
+    if (boot_vm(&s, &err) < 0 && err.code == ECANCELED) {
+        ret = cancel_start(&s);
+        goto out;
+    } else if (err.code) {
         snprintf(msg, sizeof(msg), "boot: %s", err.msg);
         ret = fail_start(&s, msg);
         goto out;
@@ -1414,6 +1497,8 @@ out:
     free(s.mi_buf);
     if (s.sig_fd >= 0)
         close(s.sig_fd);
+    if (s.watch_fd >= 0)
+        close(s.watch_fd);
     report(&s, false, false, "the supervisor exited during start");
     free(s.streams);
     free(s.pongq);

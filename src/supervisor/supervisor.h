@@ -18,6 +18,9 @@
 
 /* Environment variable naming the fd the start report is written to. */
 #define CAPSA_SUPERVISOR_READY_ENV "CAPSA_SUPERVISOR_READY_FD"
+/* Environment variable naming the read end of the parent-watch pipe of an attached sandbox:
+ * EOF there (the parent exited or closed it) stops the sandbox gracefully. */
+#define CAPSA_SUPERVISOR_WATCH_ENV "CAPSA_SUPERVISOR_WATCH_FD"
 /* argv[1] of a supervisor process (also how liveness checks recognise one). */
 #define CAPSA_SUPERVISOR_VERB "__supervisor"
 

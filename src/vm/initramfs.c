@@ -1,4 +1,5 @@
-/* initramfs.c - write the guest initramfs (newc cpio, capsa-agent as /init) and cache it by hash.
+/* initramfs.c - write the guest initramfs (newc cpio, capsa-agent as /init, optional kernel
+ * modules) and cache it by hash.
  *
  * newc format (see the kernel's Documentation/driver-api/early-userspace/buffer-format.rst):
  * each entry is a 110-byte ASCII header "070701" + 13 fields of 8 hex digits (ino, mode,
@@ -9,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,8 +130,171 @@ static int read_agent(const char *agent_path, uint8_t **buf_out, size_t *len_out
     return 0;
 }
 
-static int write_archive(const uint8_t *agent, size_t agent_len, const char *out_path,
-                         capsa_err *err)
+/* Kernel modules read from a modules dir (see initramfs.h), all bytes in memory so the
+ * hash and the archive see the same bytes. */
+struct modset {
+    size_t n;
+    char name[CAPSA_INITRAMFS_MAX_MODULES][64];
+    uint8_t *data[CAPSA_INITRAMFS_MAX_MODULES];
+    size_t len[CAPSA_INITRAMFS_MAX_MODULES];
+    char order[CAPSA_INITRAMFS_MAX_ORDER_SIZE + 1]; /* the names, one a line */
+    size_t order_len;
+};
+
+#define MODSET_MAX_TOTAL (256u << 20)
+
+static void modset_free(struct modset *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        free(m->data[i]);
+    free(m);
+}
+
+static inline void modset_freep(struct modset **m)
+{
+    modset_free(*m);
+}
+#define _cleanup_modset_ __attribute__((cleanup(modset_freep)))
+
+/* A regular file of 1..max bytes, read whole. */
+static int read_bounded(const char *path, size_t max, uint8_t **buf_out, size_t *len_out,
+                        capsa_err *err)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    _cleanup_free_ uint8_t *buf = NULL;
+    struct stat st;
+    size_t len = 0, cap;
+
+    if (fd < 0)
+        return capsa_err_set(err, errno, "%s: open: %s", path, strerror(errno));
+    if (fstat(fd, &st) < 0)
+        return capsa_err_set(err, errno, "%s: stat: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return capsa_err_set(err, EINVAL, "%s: expected a regular file", path);
+    if (st.st_size <= 0 || (uint64_t)st.st_size > max)
+        return capsa_err_set(err, EFBIG, "%s: size %lld: expected 1..%zu bytes", path,
+                             (long long)st.st_size, max);
+    cap = (size_t)st.st_size;
+    buf = malloc(cap + 1);
+    if (!buf)
+        return capsa_err_set(err, ENOMEM, "%s: out of memory", path);
+    while (len < cap) {
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return capsa_err_set(err, errno, "%s: read: %s", path, strerror(errno));
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    if (len != cap)
+        return capsa_err_set(err, EIO, "%s: changed size while being read", path);
+    buf[len] = 0;
+    *buf_out = steal_pointer(&buf);
+    *len_out = len;
+    return 0;
+}
+
+static bool module_name_ok(const char *s, size_t n)
+{
+    if (n < 4 || n > 63 || memcmp(s + n - 3, ".ko", 3) != 0)
+        return false;
+    for (size_t i = 0; i < n - 3; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Read dir/modules.order and every dir/modules/<name> it lists. */
+static int modset_read(const char *dir, struct modset **out, capsa_err *err)
+{
+    _cleanup_modset_ struct modset *m = calloc(1, sizeof(*m));
+    _cleanup_free_ uint8_t *order = NULL;
+    char path[PATH_MAX];
+    size_t order_len, total = 0, line = 0;
+
+    if (!m)
+        return capsa_err_set(err, ENOMEM, "modules: out of memory");
+    if (snprintf(path, sizeof(path), "%s/modules.order", dir) >= (int)sizeof(path))
+        return capsa_err_set(err, ENAMETOOLONG, "modules dir %s: path too long", dir);
+    if (read_bounded(path, CAPSA_INITRAMFS_MAX_ORDER_SIZE, &order, &order_len, err) < 0)
+        return -1;
+    for (char *p = (char *)order, *end = (char *)order + order_len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+        line++;
+        if (n > 0) {
+            if (!module_name_ok(p, n))
+                return capsa_err_set(err, EINVAL,
+                                     "%s line %zu: expected a module file name "
+                                     "[A-Za-z0-9_-]{1,60}.ko",
+                                     path, line);
+            if (m->n == CAPSA_INITRAMFS_MAX_MODULES)
+                return capsa_err_set(err, E2BIG, "%s: more than %d modules", path,
+                                     CAPSA_INITRAMFS_MAX_MODULES);
+            memcpy(m->name[m->n], p, n);
+            m->name[m->n][n] = '\0';
+            for (size_t j = 0; j < m->n; j++)
+                if (strcmp(m->name[j], m->name[m->n]) == 0)
+                    return capsa_err_set(err, EINVAL, "%s line %zu: %s is listed twice", path, line,
+                                         m->name[j]);
+            memcpy(m->order + m->order_len, p, n);
+            m->order_len += n;
+            m->order[m->order_len++] = '\n';
+            m->n++;
+        }
+        p += n + 1;
+    }
+    if (m->n == 0)
+        return capsa_err_set(err, EINVAL, "%s: lists no module", path);
+    for (size_t i = 0; i < m->n; i++) {
+        snprintf(path, sizeof(path), "%s/modules/%s", dir, m->name[i]);
+        if (read_bounded(path, CAPSA_INITRAMFS_MAX_MODULE_SIZE, &m->data[i], &m->len[i], err) < 0)
+            return -1;
+        total += m->len[i];
+        if (total > MODSET_MAX_TOTAL)
+            return capsa_err_set(err, EFBIG, "modules in %s: more than %u bytes in all", dir,
+                                 MODSET_MAX_TOTAL);
+    }
+    *out = steal_pointer(&m);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    uint32_t mode;
+} mod_dirs[] = {
+    {"lib", S_IFDIR | 0755},
+    {"lib/modules", S_IFDIR | 0755},
+    {"lib/modules/capsa", S_IFDIR | 0755},
+};
+
+static int write_modules(struct cpio_out *o, const struct modset *m, capsa_err *err)
+{
+    char name[128];
+
+    for (size_t i = 0; i < ARRAY_SIZE(mod_dirs); i++)
+        if (cpio_entry(o, mod_dirs[i].name, mod_dirs[i].mode, 2, 0, 0, NULL, 0, err) < 0)
+            return -1;
+    for (size_t i = 0; i < m->n; i++) {
+        snprintf(name, sizeof(name), "lib/modules/capsa/%s", m->name[i]);
+        if (cpio_entry(o, name, S_IFREG | 0644, 1, 0, 0, m->data[i], m->len[i], err) < 0)
+            return -1;
+    }
+    return cpio_entry(o, "lib/modules/capsa/order", S_IFREG | 0644, 1, 0, 0, m->order, m->order_len,
+                      err);
+}
+
+static int write_archive(const uint8_t *agent, size_t agent_len, const struct modset *mods,
+                         const char *out_path, capsa_err *err)
 {
     _cleanup_free_ char *tmp = NULL;
     _cleanup_close_ int fd = -1;
@@ -152,6 +317,8 @@ static int write_archive(const uint8_t *agent, size_t agent_len, const char *out
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         if (cpio_entry(&o, dirs[i].name, dirs[i].mode, 2, 0, 0, NULL, 0, err) < 0)
             goto out;
+    if (mods && write_modules(&o, mods, err) < 0)
+        goto out;
     if (cpio_entry(&o, "dev/console", S_IFCHR | 0600, 1, 5, 1, NULL, 0, err) < 0 ||
         cpio_entry(&o, "init", S_IFREG | 0755, 1, 0, 0, agent, agent_len, err) < 0 ||
         cpio_entry(&o, "TRAILER!!!", 0, 1, 0, 0, NULL, 0, err) < 0)
@@ -171,21 +338,30 @@ out:
     return rc;
 }
 
-int capsa_initramfs_write(const char *agent_path, const char *out_path, capsa_err *err)
+int capsa_initramfs_write_modules(const char *agent_path, const char *modules_dir,
+                                  const char *out_path, capsa_err *err)
 {
     _cleanup_free_ uint8_t *agent = NULL;
+    _cleanup_modset_ struct modset *mods = NULL;
     size_t len;
 
     if (read_agent(agent_path, &agent, &len, err) < 0)
         return capsa_err_prefix(err, "initramfs");
-    if (write_archive(agent, len, out_path, err) < 0)
-        return -1;
-    return 0;
+    if (modules_dir && modset_read(modules_dir, &mods, err) < 0)
+        return capsa_err_prefix(err, "initramfs");
+    return write_archive(agent, len, mods, out_path, err);
 }
 
-int capsa_initramfs_path(const char *agent_path, char *out, size_t len, capsa_err *err)
+int capsa_initramfs_write(const char *agent_path, const char *out_path, capsa_err *err)
+{
+    return capsa_initramfs_write_modules(agent_path, NULL, out_path, err);
+}
+
+int capsa_initramfs_path_modules(const char *agent_path, const char *modules_dir, char *out,
+                                 size_t len, capsa_err *err)
 {
     _cleanup_free_ uint8_t *agent = NULL;
+    _cleanup_modset_ struct modset *mods = NULL;
     uint8_t digest[CAPSA_SHA256_LEN];
     char hex[17], dir[4096];
     size_t agent_len;
@@ -193,14 +369,40 @@ int capsa_initramfs_path(const char *agent_path, char *out, size_t len, capsa_er
 
     if (read_agent(agent_path, &agent, &agent_len, err) < 0)
         return capsa_err_prefix(err, "initramfs");
-    capsa_sha256_buf(agent, agent_len, digest);
+    if (!modules_dir) {
+        capsa_sha256_buf(agent, agent_len, digest);
+    } else {
+        static const char tag[] = "\0capsa-initramfs-modules 1\n";
+        capsa_sha256 c;
+        if (modset_read(modules_dir, &mods, err) < 0)
+            return capsa_err_prefix(err, "initramfs");
+        capsa_sha256_init(&c);
+        capsa_sha256_update(&c, agent, agent_len);
+        capsa_sha256_update(&c, tag, sizeof(tag) - 1);
+        capsa_sha256_update(&c, mods->order, mods->order_len);
+        for (size_t i = 0; i < mods->n; i++) {
+            uint64_t n = mods->len[i];
+            uint8_t le[8];
+            for (int b = 0; b < 8; b++)
+                le[b] = (uint8_t)(n >> (8 * b));
+            capsa_sha256_update(&c, mods->name[i], strlen(mods->name[i]) + 1);
+            capsa_sha256_update(&c, le, sizeof(le));
+            capsa_sha256_update(&c, mods->data[i], mods->len[i]);
+        }
+        capsa_sha256_final(&c, digest);
+    }
     capsa_sha256_hex(digest, 8, hex);
     if (capsa_path(dir, sizeof(dir), err, "cache") < 0 ||
-        capsa_path(out, len, err, "cache/initramfs-%s.cpio", hex) < 0)
+        capsa_path(out, len, err, "cache/initramfs-%s%s.cpio", hex, mods ? "-mods" : "") < 0)
         return capsa_err_prefix(err, "initramfs");
     if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
         return 0;
     if (capsa_mkdir_p(dir, 0700, err) < 0)
         return capsa_err_prefix(err, "initramfs cache");
-    return write_archive(agent, agent_len, out, err);
+    return write_archive(agent, agent_len, mods, out, err);
+}
+
+int capsa_initramfs_path(const char *agent_path, char *out, size_t len, capsa_err *err)
+{
+    return capsa_initramfs_path_modules(agent_path, NULL, out, len, err);
 }

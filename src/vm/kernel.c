@@ -1,6 +1,8 @@
-/* kernel.c - locating the guest kernel and the capsa-agent binary; host TSC frequency. */
+/* kernel.c - locating the guest kernel (capsa's, or Debian's as the fallback) and the
+ * capsa-agent binary; host TSC frequency. */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,105 @@ int capsa_vm_kernel_path(char *buf, size_t len, capsa_err *err)
                              "(or point CAPSA_KERNEL at a PVH vmlinux)",
                              p);
     return copy_out(buf, len, p, err);
+}
+
+const char *capsa_vm_kernel_kind_name(enum capsa_vm_kernel_kind kind)
+{
+    return kind == CAPSA_VM_KERNEL_DEBIAN ? "debian" : "capsa";
+}
+
+/* The first line of a small file, printable ASCII only; -1 when absent or odd. */
+static int read_word(const char *path, char *buf, size_t len)
+{
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    size_t n;
+
+    if (!f || !fgets(buf, (int)len, f))
+        return -1;
+    n = strcspn(buf, "\n");
+    buf[n] = '\0';
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+            return -1;
+    return 0;
+}
+
+int capsa_vm_kernel_debian(struct capsa_vm_kernel *k, capsa_err *err)
+{
+    char link[PATH_MAX], dir[PATH_MAX], p[PATH_MAX + 32];
+
+    memset(k, 0, sizeof(*k));
+    if (capsa_path(link, sizeof(link), err, "kernel/debian") < 0)
+        return -1;
+    /* resolve the link once: every file comes from the same fetched version */
+    if (!realpath(link, dir))
+        return capsa_err_set(
+            err, ENOENT, "no Debian kernel at %s: fetch it with scripts/fetch-debian-kernel", link);
+    snprintf(p, sizeof(p), "%s/vmlinux", dir);
+    if (!is_regular(p))
+        return capsa_err_set(err, ENOENT,
+                             "Debian kernel %s is incomplete (no vmlinux): run "
+                             "scripts/fetch-debian-kernel --force",
+                             dir);
+    if (copy_out(k->path, sizeof(k->path), p, err) < 0)
+        return -1;
+    snprintf(p, sizeof(p), "%s/modules.order", dir);
+    if (!is_regular(p))
+        return capsa_err_set(err, ENOENT,
+                             "Debian kernel %s is incomplete (no modules.order): run "
+                             "scripts/fetch-debian-kernel --force",
+                             dir);
+    snprintf(p, sizeof(p), "%s/release", dir);
+    if (read_word(p, k->release, sizeof(k->release)) < 0)
+        return capsa_err_set(err, EINVAL,
+                             "Debian kernel %s: %s is missing or not one word: run "
+                             "scripts/fetch-debian-kernel --force",
+                             dir, p);
+    if (copy_out(k->modules_dir, sizeof(k->modules_dir), dir, err) < 0)
+        return -1;
+    k->kind = CAPSA_VM_KERNEL_DEBIAN;
+    return 0;
+}
+
+int capsa_vm_kernel_find(struct capsa_vm_kernel *k, capsa_err *err)
+{
+    static bool warned;
+    const char *flavor = getenv("CAPSA_KERNEL_FLAVOR");
+    const char *env = getenv("CAPSA_KERNEL");
+    capsa_err own = {0}, deb = {0};
+
+    if (flavor && *flavor && strcmp(flavor, "auto") != 0 && strcmp(flavor, "capsa") != 0 &&
+        strcmp(flavor, "debian") != 0)
+        return capsa_err_set(err, EINVAL, "CAPSA_KERNEL_FLAVOR=%s: expected auto, capsa or debian",
+                             flavor);
+    if (flavor && strcmp(flavor, "debian") == 0) {
+        if (capsa_vm_kernel_debian(k, err) < 0)
+            return capsa_err_prefix(err, "CAPSA_KERNEL_FLAVOR=debian");
+        return 0;
+    }
+    memset(k, 0, sizeof(*k));
+    k->kind = CAPSA_VM_KERNEL_CAPSA;
+    if (capsa_vm_kernel_path(k->path, sizeof(k->path), &own) == 0)
+        return 0;
+    /* asked for capsa's kernel, or named one explicitly: no silent substitute */
+    if ((flavor && strcmp(flavor, "capsa") == 0) || (env && *env)) {
+        if (err)
+            *err = own;
+        return -1;
+    }
+    if (capsa_vm_kernel_debian(k, &deb) == 0) {
+        if (!warned)
+            fprintf(stderr,
+                    "capsa: warning: capsa's guest kernel is not built; booting Debian's kernel "
+                    "%s instead (slower): build capsa's with scripts/build-kernel\n",
+                    k->release);
+        warned = true;
+        return 0;
+    }
+    memset(k, 0, sizeof(*k));
+    return capsa_err_set(err, ENOENT, "no usable guest kernel: %s; and %s", own.msg, deb.msg);
 }
 
 int capsa_vm_agent_path(char *buf, size_t len, capsa_err *err)

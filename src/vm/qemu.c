@@ -43,6 +43,10 @@ extern char **environ;
  * made every boot ~1 s slower. */
 static const char machine_lean[] = "microvm,acpi=off,x-option-roms=off,isa-serial=off";
 static const char machine_legacy_timers[] = "microvm,acpi=off,x-option-roms=off,isa-serial=off";
+/* Debian's kernel has VIRTIO_MMIO as a module without VIRTIO_MMIO_CMDLINE_DEVICES: it finds
+ * microvm's virtio-mmio devices only in the ACPI DSDT, so its machine has ACPI (which also
+ * gives it an ACPI power-off; reboot=t still ends the VM the same way). */
+static const char machine_acpi[] = "microvm,acpi=on,x-option-roms=off,isa-serial=off";
 
 static const char base_cmdline[] = "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1";
 
@@ -145,6 +149,9 @@ int capsa_vm_config_check(const struct capsa_vm_config *cfg, capsa_err *err)
     if (cfg->accel != CAPSA_ACCEL_AUTO && cfg->accel != CAPSA_ACCEL_KVM &&
         cfg->accel != CAPSA_ACCEL_TCG)
         return capsa_err_set(err, EINVAL, "vm config: accel: unknown value %d", (int)cfg->accel);
+    if (cfg->kernel_kind != CAPSA_VM_KERNEL_CAPSA && cfg->kernel_kind != CAPSA_VM_KERNEL_DEBIAN)
+        return capsa_err_set(err, EINVAL, "vm config: kernel_kind: unknown value %d",
+                             (int)cfg->kernel_kind);
     if (cfg->cmdline_extra &&
         (strlen(cfg->cmdline_extra) > VM_MAX_EXTRA_CMD || has_ctl(cfg->cmdline_extra)))
         return capsa_err_set(err, EINVAL,
@@ -252,8 +259,11 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
 
     av_add(&a, "%s", l->qemu);
     av_add(&a, "-M");
-    av_add(&a, "%s",
-           l->accel == CAPSA_ACCEL_KVM || l->tsc_khz ? machine_lean : machine_legacy_timers);
+    if (cfg->kernel_kind == CAPSA_VM_KERNEL_DEBIAN)
+        av_add(&a, "%s", machine_acpi);
+    else
+        av_add(&a, "%s",
+               l->accel == CAPSA_ACCEL_KVM || l->tsc_khz ? machine_lean : machine_legacy_timers);
     av_add(&a, "-nodefaults");
     av_add(&a, "-no-user-config");
     av_add(&a, "-nographic");
@@ -284,9 +294,10 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
         char tsc[96] = "";
         /* a known TSC saves the clock calibration (which hung one TCG boot in three);
          * lpj saves the delay-loop calibration of every further vCPU (HZ=100) */
+        /* lpj = TSC Hz / kernel HZ: 100 in capsa's kernel, 250 in Debian's */
         if (l->accel == CAPSA_ACCEL_TCG && l->tsc_khz && cfg->cpus > 1)
             snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu lpj=%lu", l->tsc_khz,
-                     l->tsc_khz * 10);
+                     cfg->kernel_kind == CAPSA_VM_KERNEL_DEBIAN ? l->tsc_khz * 4 : l->tsc_khz * 10);
         else if (l->accel == CAPSA_ACCEL_TCG && l->tsc_khz)
             snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu", l->tsc_khz);
         av_add(&a, "%s%s%s%s", base_cmdline, tsc, cfg->cmdline_extra ? " " : "",

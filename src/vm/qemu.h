@@ -66,6 +66,7 @@ struct capsa_vm_config {
     bool quiet_accel;        /* do not print the TCG fallback warning to stderr */
     const struct capsa_vm_disk *disks;
     size_t ndisks; /* virtio-blk devices (virtio-mmio), at most CAPSA_VM_MAX_DISKS */
+    enum capsa_vm_kernel_kind kernel_kind; /* DEBIAN: the machine gets ACPI (see qemu.c) */
 };
 
 struct capsa_vm {

@@ -230,6 +230,103 @@ static void test_cached_path(void **state)
     unsetenv("CAPSA_HOME");
 }
 
+static void put(const char *path, const char *data)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(data, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Kernel modules (Debian's fallback kernel): listed and extracted by the real cpio(1), the
+ * order file normalised, the cache keyed by the modules' bytes, bad input refused. */
+static void test_modules(void **state)
+{
+    char home[256], agent[256], mods[256], p[512], cpio[256], ex[256], cmd[1024],
+        listing[8192] = {0}, plain[4096], m1[4096], m2[4096], m3[4096];
+    _cleanup_free_ uint8_t *got = NULL;
+    capsa_err err = {0};
+    size_t n;
+    FILE *f;
+    (void)state;
+
+    snprintf(home, sizeof(home), "%s/mhome", tmpdir);
+    snprintf(agent, sizeof(agent), "%s/magent", tmpdir);
+    snprintf(mods, sizeof(mods), "%s/kdir", tmpdir);
+    snprintf(p, sizeof(p), "%s/modules", mods);
+    assert_int_equal(capsa_mkdir_p(p, 0755, &err), 0);
+    make_agent(agent, 5001, 7);
+    snprintf(p, sizeof(p), "%s/modules/virtio.ko", mods);
+    put(p, "virtio-bytes");
+    snprintf(p, sizeof(p), "%s/modules/virtio_mmio.ko", mods);
+    put(p, "mmio-bytes!");
+    snprintf(p, sizeof(p), "%s/modules.order", mods);
+    put(p, "virtio.ko\n\nvirtio_mmio.ko"); /* blank line, no final newline */
+
+    snprintf(cpio, sizeof(cpio), "%s/mods.cpio", tmpdir);
+    assert_int_equal(capsa_initramfs_write_modules(agent, mods, cpio, &err), 0);
+    snprintf(cmd, sizeof(cmd), "cpio -t -v --quiet < %s", cpio);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    n = fread(listing, 1, sizeof(listing) - 1, f);
+    assert_int_equal(pclose(f), 0);
+    listing[n] = '\0';
+    expect_listing(listing, "lib", "drwxr-xr-x");
+    expect_listing(listing, "lib/modules/capsa", "drwxr-xr-x");
+    expect_listing(listing, "lib/modules/capsa/virtio.ko", "-rw-r--r--");
+    expect_listing(listing, "lib/modules/capsa/virtio_mmio.ko", "-rw-r--r--");
+    expect_listing(listing, "lib/modules/capsa/order", "-rw-r--r--");
+    expect_listing(listing, "init", "-rwxr-xr-x");
+    snprintf(ex, sizeof(ex), "%s/mex", tmpdir);
+    assert_int_equal(mkdir(ex, 0755), 0);
+    snprintf(cmd, sizeof(cmd), "cd %s && cpio -idm --quiet < %s", ex, cpio);
+    assert_int_equal(system(cmd), 0);
+    snprintf(p, sizeof(p), "%s/lib/modules/capsa/order", ex);
+    got = slurp(p, &n);
+    assert_int_equal(n, strlen("virtio.ko\nvirtio_mmio.ko\n"));
+    assert_memory_equal(got, "virtio.ko\nvirtio_mmio.ko\n", n);
+    free(steal_pointer(&got));
+    snprintf(p, sizeof(p), "%s/lib/modules/capsa/virtio_mmio.ko", ex);
+    got = slurp(p, &n);
+    assert_int_equal(n, 11);
+    assert_memory_equal(got, "mmio-bytes!", 11);
+
+    /* cache: a -mods archive apart from the plain one, keyed by the modules' bytes */
+    setenv("CAPSA_HOME", home, 1);
+    assert_int_equal(capsa_initramfs_path(agent, plain, sizeof(plain), &err), 0);
+    assert_int_equal(capsa_initramfs_path_modules(agent, NULL, m1, sizeof(m1), &err), 0);
+    assert_string_equal(plain, m1);
+    assert_int_equal(capsa_initramfs_path_modules(agent, mods, m1, sizeof(m1), &err), 0);
+    assert_non_null(strstr(m1, "-mods.cpio"));
+    assert_string_not_equal(plain, m1);
+    assert_int_equal(capsa_initramfs_path_modules(agent, mods, m2, sizeof(m2), &err), 0);
+    assert_string_equal(m1, m2);
+    snprintf(p, sizeof(p), "%s/modules/virtio.ko", mods);
+    put(p, "virtio-bytes, rebuilt");
+    assert_int_equal(capsa_initramfs_path_modules(agent, mods, m3, sizeof(m3), &err), 0);
+    assert_string_not_equal(m1, m3);
+    assert_int_equal(access(m3, R_OK), 0);
+    unsetenv("CAPSA_HOME");
+
+    /* bad input names the file and line */
+    snprintf(p, sizeof(p), "%s/modules.order", mods);
+    put(p, "virtio.ko\n../etc/passwd.ko\n");
+    assert_int_equal(capsa_initramfs_write_modules(agent, mods, cpio, &err), -1);
+    assert_non_null(strstr(err.msg, "modules.order line 2"));
+    put(p, "virtio.ko\nvirtio.ko\n");
+    assert_int_equal(capsa_initramfs_write_modules(agent, mods, cpio, &err), -1);
+    assert_non_null(strstr(err.msg, "listed twice"));
+    put(p, "virtio.ko\nmissing.ko\n");
+    assert_int_equal(capsa_initramfs_write_modules(agent, mods, cpio, &err), -1);
+    assert_non_null(strstr(err.msg, "modules/missing.ko"));
+    put(p, "\n");
+    assert_int_equal(capsa_initramfs_write_modules(agent, mods, cpio, &err), -1);
+    assert_non_null(strstr(err.msg, "lists no module"));
+    unlink(p);
+    assert_int_equal(capsa_initramfs_write_modules(agent, mods, cpio, &err), -1);
+    assert_non_null(strstr(err.msg, "modules.order"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +334,7 @@ int main(void)
         cmocka_unit_test(test_reproducible_and_no_temp_left),
         cmocka_unit_test(test_errors_name_the_path),
         cmocka_unit_test(test_cached_path),
+        cmocka_unit_test(test_modules),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

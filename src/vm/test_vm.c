@@ -425,6 +425,142 @@ static void test_kernel_agent_paths(void **state)
     unlink(p); /* later tests look for a real kernel here */
 }
 
+/* The Debian fallback kernel: its machine gets ACPI (it finds the virtio-mmio devices only
+ * there) and lpj follows its HZ=250; capsa's kernel keeps acpi=off and HZ=100. */
+static void test_argv_debian_kernel(void **state)
+{
+    struct capsa_vm_config c;
+    struct capsa_vm_launch l = {.qemu = "qemu-system-x86_64",
+                                .accel = CAPSA_ACCEL_TCG,
+                                .agent_fd = 3,
+                                .qmp_fd = 4,
+                                .tsc_khz = 2300000};
+    _cleanup_strv_ char **own = NULL, **deb = NULL, **deb1 = NULL, **bad = NULL;
+    capsa_err err = {0};
+    (void)state;
+
+    base_config(&c);
+    assert_int_equal(capsa_vm_build_argv(&c, &l, &own, &err), 0);
+    c.kernel_kind = CAPSA_VM_KERNEL_DEBIAN;
+    assert_int_equal(capsa_vm_build_argv(&c, &l, &deb, &err), 0);
+    assert_string_equal(argv_after(own, "-M", 0),
+                        "microvm,acpi=off,x-option-roms=off,isa-serial=off");
+    assert_string_equal(argv_after(deb, "-M", 0),
+                        "microvm,acpi=on,x-option-roms=off,isa-serial=off");
+    assert_string_equal(argv_after(own, "-append", 0),
+                        "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "tsc_early_khz=2300000 lpj=23000000");
+    assert_string_equal(argv_after(deb, "-append", 0),
+                        "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "tsc_early_khz=2300000 lpj=9200000");
+    /* everything else is the same command line */
+    for (size_t i = 0; own[i] || deb[i]; i++) {
+        assert_non_null(own[i]);
+        assert_non_null(deb[i]);
+        if (i > 0 && (strcmp(own[i - 1], "-M") == 0 || strcmp(own[i - 1], "-append") == 0))
+            continue;
+        assert_string_equal(own[i], deb[i]);
+    }
+    c.cpus = 1;
+    assert_int_equal(capsa_vm_build_argv(&c, &l, &deb1, &err), 0);
+    assert_string_equal(argv_after(deb1, "-append", 0),
+                        "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "tsc_early_khz=2300000");
+    c.kernel_kind = (enum capsa_vm_kernel_kind)7;
+    assert_int_equal(capsa_vm_build_argv(&c, &l, &bad, &err), -1);
+    assert_non_null(strstr(err.msg, "kernel_kind"));
+}
+
+/* Kernel selection: capsa's first, Debian's as the fallback, CAPSA_KERNEL_FLAVOR forces. */
+static void test_kernel_find(void **state)
+{
+    struct capsa_vm_kernel k;
+    char own[PATH_MAX], deb[PATH_MAX], p[PATH_MAX + 64];
+    capsa_err err = {0};
+    (void)state;
+
+    unsetenv("CAPSA_KERNEL");
+    unsetenv("CAPSA_KERNEL_FLAVOR");
+    setenv("CAPSA_HOME", tmpdir, 1);
+    /* nothing: the error names both scripts */
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "scripts/build-kernel"));
+    assert_non_null(strstr(err.msg, "scripts/fetch-debian-kernel"));
+
+    /* a fetched Debian kernel: kernel/debian -> debian-1.2-3 */
+    snprintf(deb, sizeof(deb), "%s/kernel/debian-1.2-3", tmpdir);
+    snprintf(p, sizeof(p), "%s/modules", deb);
+    assert_int_equal(capsa_mkdir_p(p, 0700, &err), 0);
+    snprintf(p, sizeof(p), "%s/kernel/debian", tmpdir);
+    assert_int_equal(symlink("debian-1.2-3", p), 0);
+    snprintf(p, sizeof(p), "%s/vmlinux", deb);
+    write_file(p, "k", 1);
+    /* incomplete: no modules.order */
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "scripts/fetch-debian-kernel"));
+    snprintf(p, sizeof(p), "%s/modules.order", deb);
+    write_file(p, "a.ko\n", 5);
+    snprintf(p, sizeof(p), "%s/release", deb);
+    write_file(p, "bad release\n", 12);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "release"));
+    write_file(p, "6.1.0-99-amd64\n", 15);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), 0);
+    assert_int_equal(k.kind, CAPSA_VM_KERNEL_DEBIAN);
+    assert_string_equal(k.release, "6.1.0-99-amd64");
+    assert_string_equal(k.modules_dir, deb);
+    snprintf(p, sizeof(p), "%s/vmlinux", deb);
+    assert_string_equal(k.path, p);
+    assert_string_equal(capsa_vm_kernel_kind_name(k.kind), "debian");
+
+    /* capsa's kernel wins once it exists */
+    snprintf(own, sizeof(own), "%s/kernel/current", tmpdir);
+    assert_int_equal(capsa_mkdir_p(own, 0700, &err), 0);
+    snprintf(own, sizeof(own), "%s/kernel/current/vmlinux", tmpdir);
+    write_file(own, "x", 1);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), 0);
+    assert_int_equal(k.kind, CAPSA_VM_KERNEL_CAPSA);
+    assert_string_equal(k.path, own);
+    assert_string_equal(k.modules_dir, "");
+    assert_string_equal(capsa_vm_kernel_kind_name(k.kind), "capsa");
+
+    /* forced */
+    setenv("CAPSA_KERNEL_FLAVOR", "debian", 1);
+    setenv("CAPSA_KERNEL", own, 1); /* not used for debian */
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), 0);
+    assert_int_equal(k.kind, CAPSA_VM_KERNEL_DEBIAN);
+    setenv("CAPSA_KERNEL_FLAVOR", "capsa", 1);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), 0);
+    assert_int_equal(k.kind, CAPSA_VM_KERNEL_CAPSA);
+    setenv("CAPSA_KERNEL_FLAVOR", "Debian", 1);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "expected auto, capsa or debian"));
+    unsetenv("CAPSA_KERNEL");
+
+    /* capsa's forced but absent: no fallback; an explicit CAPSA_KERNEL: no fallback */
+    unlink(own);
+    setenv("CAPSA_KERNEL_FLAVOR", "capsa", 1);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "scripts/build-kernel"));
+    unsetenv("CAPSA_KERNEL_FLAVOR");
+    setenv("CAPSA_KERNEL", "/nonexistent/vmlinux", 1);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "CAPSA_KERNEL=/nonexistent/vmlinux"));
+    unsetenv("CAPSA_KERNEL");
+    /* auto with only Debian's: the fallback (warning on stderr) */
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), 0);
+    assert_int_equal(k.kind, CAPSA_VM_KERNEL_DEBIAN);
+    /* the Debian one forced but absent */
+    snprintf(p, sizeof(p), "%s/kernel/debian", tmpdir);
+    unlink(p);
+    setenv("CAPSA_KERNEL_FLAVOR", "debian", 1);
+    assert_int_equal(capsa_vm_kernel_find(&k, &err), -1);
+    assert_non_null(strstr(err.msg, "CAPSA_KERNEL_FLAVOR=debian"));
+    assert_non_null(strstr(err.msg, "scripts/fetch-debian-kernel"));
+    unsetenv("CAPSA_KERNEL_FLAVOR");
+    assert_int_equal(capsa_rm_rf(deb, &err), 0);
+}
+
 /* Without access to /dev/kvm (run as nobody): forced kvm is a clear error, auto is TCG
  * at once (no probe). */
 static void test_accel_no_kvm_access(void **state)
@@ -999,6 +1135,8 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_accel_cache),
         cmocka_unit_test(test_kernel_agent_paths),
+        cmocka_unit_test(test_argv_debian_kernel),
+        cmocka_unit_test(test_kernel_find),
         cmocka_unit_test(test_accel_no_kvm_access),
         cmocka_unit_test(test_qemu_start_errors),
         cmocka_unit_test(test_qemu_lifecycle_halt),

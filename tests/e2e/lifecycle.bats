@@ -208,6 +208,9 @@ sup_pids() {
   [ "$(status_of shared)" = crashed ]
   capsa ls --format json | jq -e '.[0].last_error | test("supervisor")'
   [ "$(last_reason shared)" = internal_error ]
+  # the killed supervisor could not write its stop marker: the reaper did
+  run capsa logs shared --source system
+  [[ "$output" == *"--- sandbox crashed (supervisor_died) ---"* ]]
   run tcapsa start shared
   [ "$status" -eq 0 ]
   [ "$(status_of shared)" = running ]
@@ -350,4 +353,31 @@ sup_pids() {
   [ "$status" -eq 1 ]
   run capsa ls -q
   [[ "$output" != *badflags* ]]
+}
+
+@test "stop during the boot abandons it: stopped (not crashed), reason shutdown_requested, no QEMU" {
+  q0=$(qemu_procs)
+  timeout 600 "$CAPSA_BIN" create --name early -m 128M "$ROOTFS" >"$BATS_TEST_TMPDIR/c.out" 2>&1 &
+  cpid=$!
+  seen=
+  for i in $(seq 500); do
+    [ "$(status_of early)" = starting ] && { seen=1; break; }
+    sleep 0.02
+  done
+  [ -n "$seen" ]
+  run tcapsa stop early
+  [ "$status" -eq 0 ]
+  run wait "$cpid"
+  [ "$status" -ne 0 ]
+  grep -q "stopped while it was booting" "$BATS_TEST_TMPDIR/c.out"
+  [ "$(status_of early)" = stopped ]
+  [ "$(last_reason early)" = shutdown_requested ]
+  [ "$(capsa inspect early | jq -r .last_error)" = null ]
+  for i in $(seq 50); do pgrep -f "capsa __supervisor early" >/dev/null || break; sleep 0.2; done
+  ! pgrep -f "capsa __supervisor early"
+  [ "$(qemu_procs)" -eq "$q0" ]
+  run capsa logs early --source system
+  [[ "$output" == *"stopped while booting"* ]]
+  run tcapsa rm early
+  [ "$status" -eq 0 ]
 }

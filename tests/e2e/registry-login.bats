@@ -95,3 +95,24 @@ teardown_file() {
   [ "$status" -eq 1 ]
   [[ "$output" == *"expected"* ]]
 }
+
+@test "Docker's config.json is used when capsa has no login; capsa's own login wins" {
+  export CAPSA_HOME="$BATS_TEST_TMPDIR/home4"
+  mkdir -p "$CAPSA_HOME" "$BATS_TEST_TMPDIR/docker"
+  export DOCKER_CONFIG="$BATS_TEST_TMPDIR/docker"
+  run capsa pull --insecure "$AREG/test/busybox-v2s2"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"authentication required"* ]]
+  jq -n --arg h "$AREG" --arg a "$(printf alice:s3cret | base64)" \
+    '{auths: {($h): {auth: $a}}}' >"$DOCKER_CONFIG/config.json"
+  run capsa pull -q --insecure "$AREG/test/busybox-v2s2"
+  [ "$status" -eq 0 ]
+  capsa image rm -q "$AREG/test/busybox-v2s2"
+  # a stale password in capsa's auth.json is used first (and fails): no silent mixing
+  jq -n --arg h "$AREG" --arg a "$(printf alice:wrong | base64)" \
+    '{auths: {($h): {auth: $a}}}' >"$CAPSA_HOME/auth.json"
+  chmod 600 "$CAPSA_HOME/auth.json"
+  run capsa pull -q --insecure "$AREG/test/busybox-v2s2"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"alice"* ]]
+}

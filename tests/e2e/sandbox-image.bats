@@ -90,6 +90,25 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   [ "$status" -eq 0 ]
 }
 
+@test "run --name N IMAGE -- CMD keeps the Entrypoint; a start after image rm -f re-pulls with the stored --insecure" {
+  run timeout 600 "$CAPSA_BIN" run --no-tty --insecure -q --name app2 -m 256M "$REG/test/app" -- 'echo "ep: $GREETING"'
+  [ "$status" -eq 0 ] || { echo "$output"; show_log app2; false; }
+  [[ "$output" == *"ep: hello from the image"* ]]
+  [ "$(jq -r .insecure "$(sbdir app2)/pull.json")" = true ]
+  timeout 120 "$CAPSA_BIN" stop app2 || true
+  run capsa image rm -f "$REG/test/app:latest"
+  [ "$status" -eq 0 ]
+  run capsa image ls -q
+  [[ "$output" != *"$REG/test/app"* ]]
+  run timeout 600 "$CAPSA_BIN" start app2
+  [ "$status" -eq 0 ] || { echo "$output"; show_log app2; false; }
+  run timeout 120 "$CAPSA_BIN" exec app2 -- cat /srv/app/hello.txt
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"from the app layer"* ]]
+  run timeout 120 "$CAPSA_BIN" rm -f app2
+  [ "$status" -eq 0 ]
+}
+
 @test "--spec with {\"Oci\": ...} and a tmpfs root_disk; bad references fail cleanly" {
   spec="$BATS_TEST_TMPDIR/spec.json"
   jq -n --arg r "$REG/test/busybox" \

@@ -1,0 +1,167 @@
+#!/usr/bin/env bats
+# api.bats - the public C API (include/capsa.h) through tests/tools/apitool, and attached
+# sandboxes: scenario 40 (an attached sandbox stops when its parent dies, detach() disarms
+# that), `capsa run --name` attached semantics (also when the CLI is SIGKILLed), `ping --touch`.
+# Real VMs on a busybox root; boots are slow under TCG, so the cases share sandboxes and run in
+# file order (5 boots in all).
+load helpers
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+  capsa_home_setup
+  export ROOTFS="$BATS_FILE_TMPDIR/rootfs"
+  "$BATS_TEST_DIRNAME/../lib/mkrootfs-busybox" "$ROOTFS"
+  export CAPSA_BOOT_TIMEOUT=${CAPSA_BOOT_TIMEOUT:-300}
+  CAPSA_BIN=$(realpath "$CAPSA_BIN")
+  export CAPSA_BIN
+  # apitool is not capsa: tell the library which binary runs supervisors
+  export CAPSA_SUPERVISOR_EXE="$CAPSA_BIN"
+  export APITOOL="${APITOOL:-$CAPSA_BUILD/tests/tools/apitool}"
+  [ -x "$APITOOL" ] || { echo "no apitool at $APITOOL (build tests/tools/apitool)" >&2; return 1; }
+}
+
+teardown_file() {
+  "$CAPSA_BIN" ls -q 2>/dev/null | while read -r n; do
+    timeout 60 "$CAPSA_BIN" rm -f "$n" >/dev/null 2>&1 || true
+  done
+  local p
+  for p in $(sup_pids); do kill -9 "$p" 2>/dev/null || true; done
+}
+
+status_of() { capsa ls --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .status'; }
+wait_status() {
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    [ "$(status_of "$1")" = "$2" ] && return 0
+    sleep 0.2
+  done
+  echo "sandbox $1 is $(status_of "$1"), expected $2" >&2
+  return 1
+}
+sup_pid() { capsa ps --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .pid'; }
+qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
+sup_pids() {
+  local p
+  for p in $(pgrep -f "capsa __supervisor"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "CAPSA_HOME=$CAPSA_HOME" && echo "$p"
+  done
+  return 0
+}
+show_log() { tail -30 "$CAPSA_HOME/sandboxes/$1/supervisor.log" >&2 || true; }
+api() { timeout 600 "$APITOOL" "$@"; }
+spec() { jq -n --arg n "$1" --arg r "$ROOTFS" '{name: $n, image: {Bind: $r}, resources: {memory_mib: 128}, env: [{key: "GREETING", value: "hi"}]}' >"$BATS_FILE_TMPDIR/$1.json"; echo "$BATS_FILE_TMPDIR/$1.json"; }
+# wait until FILE contains a line equal to WORD (SECONDS), or process PID has exited
+wait_line() {
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    grep -qx "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$4" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "no line '$2' in $1:" >&2
+  cat "$1" >&2
+  return 1
+}
+
+@test "API: create attached, exec with output and exit code, detach; the sandbox outlives apitool" {
+  run --separate-stderr api create "$(spec api1)" --detach --exec sh -c 'echo "out $GREETING"; echo err >&2; exit 5'
+  [ "$status" -eq 5 ] || { echo "$output $stderr"; show_log api1; false; }
+  [ "${lines[0]}" = "created api1 attached=1" ]
+  [ "${lines[1]}" = "out hi" ]
+  [ "$stderr" = err ]
+  # detached before apitool exited: still running afterwards
+  sleep 2
+  [ "$(status_of api1)" = running ]
+  run -0 api status api1
+  [[ "$output" == "running "[0-9]*" 0" ]]
+  [ "$(capsa inspect api1 | jq -r .runs[-1].termination_reason)" = null ]
+}
+
+@test "API exec: stdin, env, cwd, timeout, bounded output, start failures" {
+  run -0 api exec api1 --stdin 'from stdin' -- cat
+  [ "$output" = "from stdin" ]
+  run -0 api exec api1 --env A=1 --env GREETING=over --cwd /tmp -- sh -c 'echo "$A $GREETING $(pwd)"'
+  [ "$output" = "1 over /tmp" ]
+  run -3 api exec api1 -- sh -c 'exit 3'
+  run -137 api exec api1 -- sh -c 'kill -9 $$'
+  SECONDS=0
+  run -124 --separate-stderr api exec api1 --timeout 1000 -- sleep 30
+  [ "$SECONDS" -lt 20 ]
+  [[ "$stderr" == *"timed out"* ]]
+  run -0 --separate-stderr api exec api1 --max 10 -- sh -c 'yes | head -c 100000'
+  [ "${#output}" -le 10 ]
+  [[ "$stderr" == *"stdout truncated"* ]]
+  run -99 api exec api1 -- /no/such/program
+  [[ "$output" == *"could not start"*"(errno 2)"* ]]
+  # a bad argument is refused before anything runs
+  run -99 api exec api1 --env NOEQ -- true
+  [[ "$output" == *"req.env[0]"* ]]
+  # run --name on a running sandbox uses it and leaves it running (not attached)
+  run -0 timeout 120 "$CAPSA_BIN" run --name api1 "$ROOTFS" -- echo via-run
+  [ "$output" = via-run ]
+  [ "$(status_of api1)" = running ]
+}
+
+@test "ping --touch: exit 0 when running, non-zero when stopped" {
+  run -0 capsa ping --touch api1
+  [[ "$output" == "api1: pong in "* ]]
+  run -0 api stop api1
+  [ "$(status_of api1)" = stopped ]
+  run capsa ping api1
+  [ "$status" -ne 0 ]
+  run capsa ping --touch api1
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"not running"* ]]
+}
+
+@test "scenario 40: an attached sandbox stops when its parent is SIGKILLed; the row stays stopped" {
+  out="$BATS_TEST_TMPDIR/w1.out"
+  "$APITOOL" create "$(spec w1)" --hold >"$out" 2>&1 &
+  apid=$!
+  wait_line "$out" held 300 "$apid" || { show_log w1; false; }
+  grep -qx "created w1 attached=1" "$out"
+  [ "$(status_of w1)" = running ]
+  spid=$(sup_pid w1)
+  [ "$spid" -gt 0 ]
+  [ "$(qemu_procs)" -eq 1 ]
+  kill -9 "$apid"
+  wait "$apid" || true
+  SECONDS=0
+  wait_status w1 stopped 30 || { show_log w1; false; }
+  [ "$SECONDS" -lt 30 ]
+  # supervisor and QEMU are gone; the run says why
+  for i in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$spid" 2>/dev/null
+  [ "$(qemu_procs)" -eq 0 ]
+  run -0 capsa inspect w1
+  [ "$(echo "$output" | jq -r .runs[-1].termination_reason)" = shutdown_requested ]
+  [[ "$(echo "$output" | jq -r .runs[-1].termination_detail)" == *"attached parent process exited"* ]]
+  [ "$(echo "$output" | jq -r .last_error)" = null ]
+}
+
+@test "capsa run --name: a sandbox the run started stops when the command ends (exec restarts it)" {
+  run -0 timeout 600 "$CAPSA_BIN" run --name r1 -m 128M "$ROOTFS" -- sh -c 'echo x >/root/f; echo wrote'
+  [ "$output" = wrote ]
+  [ "$(status_of r1)" = stopped ]
+  [ "$(capsa inspect r1 | jq -r .runs[-1].termination_reason)" = shutdown_requested ]
+  # reference scenario 4: exec auto-starts the stopped sandbox and sees the persisted upper
+  run -0 timeout 600 "$CAPSA_BIN" exec r1 -- cat /root/f
+  [ "$output" = x ]
+  [ "$(status_of r1)" = stopped ]
+}
+
+@test "capsa run --name: SIGKILL of the CLI stops the sandbox it started" {
+  out="$BATS_TEST_TMPDIR/r1.out"
+  "$CAPSA_BIN" run --name r1 "$ROOTFS" -- sh -c 'echo started; exec sleep 300' >"$out" 2>&1 &
+  cpid=$!
+  wait_line "$out" started 300 "$cpid" || { show_log r1; false; }
+  spid=$(sup_pid r1)
+  [ "$spid" -gt 0 ]
+  kill -9 "$cpid"
+  wait "$cpid" || true
+  wait_status r1 stopped 30 || { show_log r1; false; }
+  for i in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$spid" 2>/dev/null
+  [ "$(qemu_procs)" -eq 0 ]
+  [[ "$(capsa inspect r1 | jq -r .runs[-1].termination_detail)" == *"attached parent process exited"* ]]
+}
