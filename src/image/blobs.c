@@ -272,11 +272,12 @@ struct feed_entry {
 struct capsa_blob_feed {
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    bool stream; /* readers may follow a download before its digest is checked */
     size_t n;
     struct feed_entry *e;
 };
 
-int capsa_blob_feed_new(size_t n, struct capsa_blob_feed **out, capsa_err *err)
+int capsa_blob_feed_new(size_t n, bool stream, struct capsa_blob_feed **out, capsa_err *err)
 {
     struct capsa_blob_feed *f = calloc(1, sizeof(*f));
 
@@ -286,6 +287,7 @@ int capsa_blob_feed_new(size_t n, struct capsa_blob_feed **out, capsa_err *err)
         return capsa_err_set(err, ENOMEM, "blobs: out of memory");
     }
     f->n = n;
+    f->stream = stream;
     for (size_t i = 0; i < n; i++)
         f->e[i].fd = -1;
     pthread_mutex_init(&f->lock, NULL);
@@ -403,7 +405,7 @@ ssize_t capsa_blob_feed_read(struct capsa_blob_feed *f, size_t i, void *buf, siz
         int64_t have;
 
         pthread_mutex_lock(&f->lock);
-        while (f->e[i].state == 0 && (f->e[i].fd < 0 || f->e[i].have <= off))
+        while (f->e[i].state == 0 && (!f->stream || f->e[i].fd < 0 || f->e[i].have <= off))
             pthread_cond_wait(&f->cond, &f->lock);
         fd = f->e[i].fd;
         have = f->e[i].have;

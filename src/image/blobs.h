@@ -58,9 +58,11 @@ int capsa_blobs_fetch(struct capsa_registry *reg, const struct capsa_descriptor 
  * ends (read returns 0) only once the whole blob is there and its digest matched; a blob that
  * fails (digest, size, transfer) or is never fetched makes reads fail. Whatever a reader
  * consumed before the digest check is still only trusted through the check that follows it:
- * the pull verifies every layer's diff_id and builds nothing from a failed feed. */
+ * the pull verifies every layer's diff_id and builds nothing from a failed feed. Without
+ * `stream`, an entry is readable only once it is complete and verified (a pull pinned to a
+ * manifest digest trusts nothing the registry sends before its digest matched). */
 struct capsa_blob_feed;
-int capsa_blob_feed_new(size_t n, struct capsa_blob_feed **out, capsa_err *err);
+int capsa_blob_feed_new(size_t n, bool stream, struct capsa_blob_feed **out, capsa_err *err);
 void capsa_blob_feed_free(struct capsa_blob_feed *f);
 /* Fail every entry that is not complete yet (wakes readers; e.g. the fetch failed). */
 void capsa_blob_feed_close(struct capsa_blob_feed *f, const capsa_err *why);

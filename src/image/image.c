@@ -371,17 +371,19 @@ static inline void feed_freep(struct capsa_blob_feed **f)
     *f = NULL;
 }
 
-/* Download the layers and build the disk from them as they arrive. */
+/* Download the layers and build the disk from them as they arrive: as the bytes arrive when
+ * the registry is trusted for the content anyway (a tag), after each layer's digest matched
+ * when the pull is pinned to a manifest digest. */
 static int fetch_and_build(struct capsa_registry *reg, const struct capsa_manifest *m,
                            const struct capsa_image_config *cfg, struct capsa_image_info *info,
-                           const struct capsa_image_pull_opts *opts, capsa_err *err)
+                           const struct capsa_image_pull_opts *opts, bool pinned, capsa_err *err)
 {
     _cleanup_(feed_freep) struct capsa_blob_feed *feed = NULL;
     struct builder b = {.m = m, .cfg = cfg, .info = info, .progress = opts->progress};
     pthread_t th;
     int rc;
 
-    if (capsa_blob_feed_new(m->n_layers, &feed, err) < 0)
+    if (capsa_blob_feed_new(m->n_layers, !pinned, &feed, err) < 0)
         return -1;
     b.feed = feed;
     rc = pthread_create(&th, NULL, builder_main, &b);
@@ -577,7 +579,7 @@ int capsa_image_pull(const char *refstr, const struct capsa_image_pull_opts *opt
     if (mlock < 0)
         return -1;
     if (opts->force || !disk_present(&info)) {
-        if (fetch_and_build(reg, &m, &cfg, &info, opts, err) < 0)
+        if (fetch_and_build(reg, &m, &cfg, &info, opts, ref.digest[0] != '\0', err) < 0)
             return capsa_err_prefix(err, "%s", info.reference);
     } else {
         info.cached = true;

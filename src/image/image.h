@@ -2,11 +2,14 @@
  * lower disk), local lookup and removal. See docs/images.md.
  *
  * Theory of operation: `capsa_image_pull` resolves the reference (an index is narrowed to
- * linux/<host arch>), stores the manifest and config as blobs, fetches the layers in
- * parallel (blobs.h), then, holding the manifest's lock, applies the layers in order to a
- * temporary tree (extract.h) checking each diff_id against the config, builds
- * images/disks/<manifest-hex>/lower.erofs with mkfs.erofs and writes config.json (the
- * runtime subset of the image config) beside it, and renames the directory into place.
+ * linux/<host arch>), stores the manifest and config as blobs and, holding the manifest's
+ * lock, fetches the layers in parallel (blobs.h) while a builder thread applies them in order
+ * to a temporary tree (extract.h): it reads each layer through a blob feed as the bytes
+ * arrive, so extraction overlaps the downloads, and checks each diff_id against the config
+ * (a layer whose download then fails its digest fails the pull; the tree is thrown away).
+ * The builder then makes images/disks/<manifest-hex>/lower.erofs with mkfs.erofs (its
+ * writeback started while it runs), writes config.json (the runtime subset of the image
+ * config) beside it, and renames the directory into place.
  * Only then are the layer and image rows written to SQLite. A second pull of a reference
  * whose disk exists touches no network unless forced. Pulls take the images "gc" lock shared
  * and removal takes it exclusive, so a removal never deletes blobs a pull is using.

@@ -350,7 +350,7 @@ int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, capsa_err *err)
 
     if (size_mib == 0)
         size_mib = CAPSA_ROOT_DISK_DEFAULT_MIB;
-    if (getenv("XNOTMPL") || capsa_path(dir, sizeof(dir), &e, "cache/upper") < 0 || capsa_mkdir_p(dir, 0700, &e) < 0)
+    if (capsa_path(dir, sizeof(dir), &e, "cache/upper") < 0 || capsa_mkdir_p(dir, 0700, &e) < 0)
         goto direct;
     snprintf(tmpl, sizeof(tmpl), "%s/ext4-%llum-v%d.img", dir, (unsigned long long)size_mib,
              UPPER_TEMPLATE_VERSION);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -204,10 +205,16 @@ static int cancel_start(struct sup *s)
     struct capsa_store_run_end end = {.reason = CAPSA_RUN_SHUTDOWN_REQUESTED,
                                       .detail = "stopped while booting"};
     struct signalfd_siginfo si;
+    struct pollfd w = {.fd = s->watch_fd, .events = POLLIN};
 
     while (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
         ;
-    log_info("stop requested while booting: boot abandoned");
+    if (s->watch_fd >= 0 && poll(&w, 1, 0) > 0) {
+        end.detail = "the attached parent process exited while the sandbox was booting";
+        close(s->watch_fd);
+        s->watch_fd = -1;
+    }
+    log_info("stop requested while booting: boot abandoned (%s)", end.detail);
     if (s->xlog.fd >= 0)
         sys_line(s, "--- sandbox stopped while booting ---");
     record_end(s, CAPSA_SANDBOX_STOPPED, NULL, &end);
@@ -1316,6 +1323,7 @@ static int boot_vm(struct sup *s, capsa_err *err)
     struct capsa_rootfs root = {0};
     struct capsa_image_pull_opts pull;
     char ca_path[4200];
+    int cancel;
     bool have_root = false;
     int rc;
 
@@ -1359,8 +1367,19 @@ static int boot_vm(struct sup *s, capsa_err *err)
     bo.workdir = s->spec->workdir;
     bo.user = s->spec->user;
     bo.env = env;
-    bo.cancel_fd = s->sig_fd; /* stop/SIGTERM during the boot ends it at once */
+    /* a stop (signal) or the attached parent's exit during the boot ends it at once: the boot
+     * waits on an epoll set of both, readable when either is */
+    cancel = epoll_create1(EPOLL_CLOEXEC);
+    if (cancel >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN};
+        epoll_ctl(cancel, EPOLL_CTL_ADD, s->sig_fd, &ev);
+        if (s->watch_fd >= 0)
+            epoll_ctl(cancel, EPOLL_CTL_ADD, s->watch_fd, &ev);
+        bo.cancel_fd = cancel;
+    }
     rc = capsa_boot(&bo, s->paths.run_dir, &s->b, err);
+    if (cancel >= 0)
+        close(cancel);
 out:
     for (size_t i = 0; i < MAX_ENV + 1 && env[i]; i++)
         free(env[i]);

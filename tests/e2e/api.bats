@@ -139,6 +139,29 @@ wait_line() {
   [ "$(echo "$output" | jq -r .last_error)" = null ]
 }
 
+@test "scenario 40 during the boot: the parent SIGKILLed while starting abandons the boot at once" {
+  out="$BATS_TEST_TMPDIR/w2.out"
+  "$APITOOL" create "$(spec w2)" --hold >"$out" 2>&1 &
+  apid=$!
+  seen=
+  for i in $(seq 500); do
+    [ "$(status_of w2)" = starting ] && { seen=1; break; }
+    sleep 0.02
+  done
+  [ -n "$seen" ]
+  kill -9 "$apid"
+  wait "$apid" || true
+  wait_status w2 stopped 30 || { show_log w2; false; }
+  for i in $(seq 50); do [ -z "$(sup_pids)" ] && break; sleep 0.1; done
+  [ -z "$(sup_pids)" ]
+  [ "$(qemu_procs)" -eq 0 ]
+  run -0 capsa inspect w2
+  [[ "$(echo "$output" | jq -r .runs[-1].termination_detail)" == *"parent process exited while the sandbox was booting"* ]]
+  run capsa logs w2 --source system
+  [[ "$output" == *"stopped while booting"* ]]
+  run -0 capsa rm w2
+}
+
 @test "capsa run --name: a sandbox the run started stops when the command ends (exec restarts it)" {
   run -0 timeout 600 "$CAPSA_BIN" run --name r1 -m 128M "$ROOTFS" -- sh -c 'echo x >/root/f; echo wrote'
   [ "$output" = wrote ]

@@ -82,7 +82,7 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   run timeout 600 "$CAPSA_BIN" run --no-tty --insecure -q --name app -m 256M "$REG/test/app"
   [ "$status" -eq 0 ] || { echo "$output"; show_log app; false; }
   [[ "$output" == *"cmd: hello from the image in /srv/app as 1000"* ]]
-  # it stays running; a later exec sees the image defaults, spec env lies over image Env
+  # run stopped what it started; a later exec starts it again and sees the image defaults, spec env lies over image Env
   run timeout 120 "$CAPSA_BIN" exec app -- sh -c 'echo "$GREETING $(pwd) $(id -u)"'
   [ "$status" -eq 0 ]
   [[ "$output" == *"hello from the image /srv/app 1000"* ]]
