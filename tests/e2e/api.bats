@@ -21,32 +21,9 @@ setup_file() {
 }
 
 teardown_file() {
-  "$CAPSA_BIN" ls -q 2>/dev/null | while read -r n; do
-    timeout 60 "$CAPSA_BIN" rm -f "$n" >/dev/null 2>&1 || true
-  done
-  local p
-  for p in $(sup_pids); do kill -9 "$p" 2>/dev/null || true; done
+  sandboxes_teardown
 }
 
-status_of() { capsa ls --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .status'; }
-wait_status() {
-  local i
-  for ((i = 0; i < $3 * 5; i++)); do
-    [ "$(status_of "$1")" = "$2" ] && return 0
-    sleep 0.2
-  done
-  echo "sandbox $1 is $(status_of "$1"), expected $2" >&2
-  return 1
-}
-sup_pid() { capsa ps --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .pid'; }
-qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
-sup_pids() {
-  local p
-  for p in $(pgrep -f "capsa __supervisor"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "CAPSA_HOME=$CAPSA_HOME" && echo "$p"
-  done
-  return 0
-}
 show_log() { tail -30 "$CAPSA_HOME/sandboxes/$1/supervisor.log" >&2 || true; }
 api() { timeout 600 "$APITOOL" "$@"; }
 spec() { jq -n --arg n "$1" --arg r "$ROOTFS" '{name: $n, image: {Bind: $r}, resources: {memory_mib: 128}, env: [{key: "GREETING", value: "hi"}]}' >"$BATS_FILE_TMPDIR/$1.json"; echo "$BATS_FILE_TMPDIR/$1.json"; }

@@ -19,42 +19,12 @@ setup_file() {
 }
 
 teardown_file() {
-  # stop whatever is left so no QEMU outlives the test file
-  "$CAPSA_BIN" ls -q 2>/dev/null | while read -r n; do
-    timeout 60 "$CAPSA_BIN" rm -f "$n" >/dev/null 2>&1 || true
-  done
-  # and any supervisor of this CAPSA_HOME that survived (QEMU dies with it)
-  local p
-  for p in $(sup_pids); do kill -9 "$p" 2>/dev/null || true; done
-}
-
-# status NAME -> the sandbox's status from `ls --format json`
-status_of() { capsa ls --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .status'; }
-
-# wait_status NAME STATUS SECONDS
-wait_status() {
-  local i
-  for ((i = 0; i < $3 * 5; i++)); do
-    [ "$(status_of "$1")" = "$2" ] && return 0
-    sleep 0.2
-  done
-  echo "sandbox $1 is $(status_of "$1"), expected $2" >&2
-  return 1
+  sandboxes_teardown
 }
 
 # capsa with a time limit (boots are slow under TCG)
 tcapsa() { timeout 600 "$CAPSA_BIN" "$@"; }
 last_reason() { capsa inspect "$1" | jq -r '.runs[-1].termination_reason'; }
-sup_pid() { capsa ps --format json | jq -r --arg n "$1" '.[] | select(.name == $n) | .pid'; }
-qemu_procs() { pgrep -f "qemu-system.*$CAPSA_HOME" | wc -l; }
-# supervisors of this CAPSA_HOME
-sup_pids() {
-  local p
-  for p in $(pgrep -f "capsa __supervisor"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "CAPSA_HOME=$CAPSA_HOME" && echo "$p"
-  done
-  return 0
-}
 
 @test "create prints the name and leaves the sandbox running" {
   grep -qx shared "$BATS_FILE_TMPDIR/create.out"
@@ -87,6 +57,18 @@ sup_pids() {
   # stdin is forwarded
   out=$(echo piped | capsa exec shared -- cat)
   [ "$out" = piped ]
+}
+
+@test "a directory root (9p cache=loose): a file an exec wrote is on the host when exec returns" {
+  run capsa exec shared -- sh -c 'echo written-in-guest > /from-exec; mkdir -p /d1/d2; echo x > /d1/d2/f'
+  [ "$status" -eq 0 ]
+  [ "$(cat "$ROOTFS/from-exec")" = written-in-guest ]
+  [ "$(cat "$ROOTFS/d1/d2/f")" = x ]
+  # a new host file appears in the guest
+  echo from-host >"$ROOTFS/new-on-host"
+  run capsa exec shared -- cat /new-on-host
+  [ "$output" = from-host ]
+  rm -rf "$ROOTFS/from-exec" "$ROOTFS/d1" "$ROOTFS/new-on-host"
 }
 
 @test "several clients exec at once; a client that disconnects has its command killed" {
