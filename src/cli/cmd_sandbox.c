@@ -162,7 +162,8 @@ struct create_cli {
     uint64_t memory_mib, max_duration_ms, idle_timeout_ms;
     struct capsa_store_label labels[MAX_LABELS];
     size_t nlabels;
-    bool replace, detach;
+    bool replace, detach, replace_timeout_set;
+    int replace_timeout_ms;
     struct exec_cli x;
     /* --conf and the scoped --*-conf files, left to right; --script NAME=BODY */
     struct capsa_conf_file conf[MAX_CONF];
@@ -207,6 +208,9 @@ static const char create_help[] =
     "      --max-duration DUR stop the sandbox DUR after it starts (30s, 5m, 1h)\n"
     "      --idle-timeout DUR stop it after DUR without activity and without running commands\n"
     "      --replace          (create) remove an existing sandbox of that name first\n"
+    "      --replace-with-timeout DUR\n"
+    "                         (create) --replace, giving the old sandbox DUR to stop\n"
+    "                         gracefully before it is killed (0: kill at once; default 10s)\n"
     "  -d, --detach           (run) run the command in the background, print the name\n"
     "  -t, --tty / --no-tty   (run) pseudo-terminal for the command (default: auto)\n"
     "      --timeout DUR      (run) kill the command after DUR; exit 124\n"
@@ -227,6 +231,7 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
         OPT_MAXDUR,
         OPT_IDLE,
         OPT_REPLACE,
+        OPT_REPLACE_TIMEOUT,
         OPT_NO_TTY,
         OPT_TIMEOUT,
         OPT_RLIMIT,
@@ -252,6 +257,7 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
         {"max-duration", required_argument, NULL, OPT_MAXDUR},
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
         {"replace", no_argument, NULL, OPT_REPLACE},
+        {"replace-with-timeout", required_argument, NULL, OPT_REPLACE_TIMEOUT},
         {"detach", no_argument, NULL, 'd'},
         {"tty", no_argument, NULL, 't'},
         {"no-tty", no_argument, NULL, OPT_NO_TTY},
@@ -340,6 +346,18 @@ static int parse_create(int argc, char **argv, struct create_cli *o, bool is_run
                 return cli_fail("run: --replace is a create option");
             o->replace = true;
             break;
+        case OPT_REPLACE_TIMEOUT: {
+            uint64_t ms;
+            if (is_run)
+                return cli_fail("run: --replace-with-timeout is a create option");
+            if (capsa_parse_duration_ms(optarg, &ms, &err) < 0)
+                return cli_fail("--replace-with-timeout: %s", err.msg);
+            if (ms > 3600000)
+                return cli_fail("--replace-with-timeout '%s': at most 1h", optarg);
+            o->replace = o->replace_timeout_set = true;
+            o->replace_timeout_ms = (int)ms;
+            break;
+        }
         case 'd':
             if (!is_run)
                 return cli_fail("create: -d/--detach is a run option (create always detaches)");
@@ -748,6 +766,8 @@ int cmd_create(int argc, char **argv)
     co.labels = o.labels;
     co.n_labels = o.nlabels;
     co.replace = o.replace;
+    co.replace_timeout_set = o.replace_timeout_set;
+    co.replace_timeout_ms = o.replace_timeout_ms;
     create_pull_opts(&o, &po);
     co.pull = &po;
     r = capsa_sandbox_create_named(st, &co, &err);

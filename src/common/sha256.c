@@ -96,16 +96,18 @@ compress_shani(uint32_t h[8], const uint8_t *p, size_t blocks)
 
 static bool have_shani(void)
 {
-    static int cached = -1;
+    static int cached = -1; /* read and written atomically: any thread may ask first */
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     unsigned a, b, c, d;
 
-    if (cached < 0) {
+    if (v < 0) {
         bool ok = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3) &&
                   __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
         const char *env = getenv("CAPSA_SHA256_PORTABLE"); /* tests compare both paths */
-        cached = ok && !(env && *env && strcmp(env, "0") != 0);
+        v = ok && !(env && *env && strcmp(env, "0") != 0);
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
-    return cached == 1;
+    return v == 1;
 }
 #endif
 

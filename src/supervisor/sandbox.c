@@ -788,6 +788,14 @@ int capsa_sandbox_create_named(struct capsa_store *store, const struct capsa_san
     }
     if (o->replace) {
         capsa_err e2 = {0};
+        if (o->replace_timeout_set &&
+            capsa_sandbox_stop_named(store, o->name, o->replace_timeout_ms == 0,
+                                     o->replace_timeout_ms, NULL, &e2) < 0 &&
+            e2.code != ENOENT) {
+            *err = e2;
+            capsa_err_prefix(err, "--replace-with-timeout");
+            goto out;
+        }
         if (capsa_sandbox_remove_named(store, o->name, true, &e2) < 0 && e2.code != ENOENT) {
             *err = e2;
             capsa_err_prefix(err, "--replace");

@@ -65,6 +65,10 @@ struct capsa_sandbox_create_opts {
     const struct capsa_store_label *labels; /* merged over spec.labels */
     size_t n_labels;
     bool replace;  /* remove an existing sandbox of that name first (stopping it) */
+    /* --replace-with-timeout: how long the old one gets to stop gracefully (0: killed at
+     * once); unset: the stop default */
+    bool replace_timeout_set;
+    int replace_timeout_ms;
     bool no_start; /* leave it in status created */
     /* OCI images: how to pull at create (NULL: defaults); the pull policy is the spec's */
     const struct capsa_image_pull_opts *pull;

@@ -233,6 +233,17 @@ last_reason() { capsa inspect "$1" | jq -r '.runs[-1].termination_reason'; }
   [ "$(status_of shared)" = running ]
   capsa inspect shared | jq -e --arg old "$old_created" '.created_at != $old and
     .labels.team == "green" and (.runs | length) == 1'
+  # --replace-with-timeout 0 implies --replace and kills the old one at once
+  old_pid=$(sup_pid shared)
+  run tcapsa create --replace-with-timeout 0 --name shared -m 128M --label team=green "$ROOTFS"
+  [ "$status" -eq 0 ]
+  [ "$(status_of shared)" = running ]
+  [ "$(sup_pid shared)" != "$old_pid" ]
+  ! kill -0 "$old_pid" 2>/dev/null
+  run capsa create --replace-with-timeout soon --name shared "$ROOTFS"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"--replace-with-timeout"* ]]
+  [ "$(status_of shared)" = running ]
 }
 
 @test "stop -f kills at once; rm -f removes a running sandbox with its files" {
