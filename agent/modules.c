@@ -61,20 +61,25 @@ static int load_one(const char *name)
 }
 
 /* The kernel could not open a console for PID 1 before virtio_console was loaded, so
- * fds 0-2 are /dev/null (ensure_console): now that hvc0 exists, use it for the log. */
+ * ensure_console() filled the free fds among 0-2 with /dev/null: now that hvc0 exists, put
+ * the console there instead. Only /dev/null fds are replaced: with no console at all the
+ * agent's first fds (its signalfd) took numbers below 3 and must stay. */
 static void console_again(void)
 {
-    struct stat st;
-    int fd;
+    int fd = -1;
 
-    if (fstat(2, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3))
-        return;
-    fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        if (fstat(i, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3))
+            continue;
+        if (fd < 0)
+            fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+            return;
         dup2(fd, i);
-    close(fd);
+    }
+    if (fd >= 0)
+        close(fd);
 }
 
 int agent_modules_load(void)

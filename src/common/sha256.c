@@ -94,10 +94,11 @@ compress_shani(uint32_t h[8], const uint8_t *p, size_t blocks)
     _mm_storeu_si128((__m128i *)&h[4], s1);
 }
 
+static int shani_cached = -1; /* read and written atomically: any thread may ask first */
+
 static bool have_shani(void)
 {
-    static int cached = -1; /* read and written atomically: any thread may ask first */
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    int v = __atomic_load_n(&shani_cached, __ATOMIC_RELAXED);
     unsigned a, b, c, d;
 
     if (v < 0) {
@@ -105,7 +106,7 @@ static bool have_shani(void)
                   __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
         const char *env = getenv("CAPSA_SHA256_PORTABLE"); /* tests compare both paths */
         v = ok && !(env && *env && strcmp(env, "0") != 0);
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+        __atomic_store_n(&shani_cached, v, __ATOMIC_RELAXED);
     }
     return v == 1;
 }
@@ -222,4 +223,13 @@ void capsa_sha256_hex(const uint8_t *digest, size_t nbytes, char *out)
         out[2 * i + 1] = hex[digest[i] & 15];
     }
     out[2 * nbytes] = '\0';
+}
+
+void capsa_sha256_force_portable(bool on)
+{
+#if defined(__x86_64__)
+    __atomic_store_n(&shani_cached, on ? 0 : -1, __ATOMIC_RELAXED);
+#else
+    (void)on;
+#endif
 }

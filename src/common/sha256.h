@@ -2,6 +2,7 @@
 #ifndef CAPSA_COMMON_SHA256_H
 #define CAPSA_COMMON_SHA256_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,5 +31,9 @@ int capsa_sha256_file(const char *path, uint8_t out[CAPSA_SHA256_LEN], capsa_err
 
 /* Lowercase hex of the first nbytes of digest into out (2*nbytes+1 bytes). */
 void capsa_sha256_hex(const uint8_t *digest, size_t nbytes, char *out);
+
+/* Tests: force the portable code (true) or go back to choosing by CPU (false). The default
+ * uses the x86 SHA extensions when the CPU has them (env CAPSA_SHA256_PORTABLE=1 disables). */
+void capsa_sha256_force_portable(bool on);
 
 #endif

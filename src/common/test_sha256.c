@@ -116,13 +116,31 @@ static void test_file_errors(void **state)
     assert_int_equal(err.code, EISDIR);
 }
 
+static int hw_path(void **state)
+{
+    (void)state;
+    capsa_sha256_force_portable(false);
+    return 0;
+}
+
+static int portable_path(void **state)
+{
+    (void)state;
+    capsa_sha256_force_portable(true);
+    return 0;
+}
+
+/* every case on the default path (SHA-NI when the CPU has it) and on the portable code */
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectors),
-        cmocka_unit_test(test_million_a_chunked),
-        cmocka_unit_test(test_against_sha256sum),
-        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test_setup(test_vectors, hw_path),
+        cmocka_unit_test_setup(test_million_a_chunked, hw_path),
+        cmocka_unit_test_setup(test_against_sha256sum, hw_path),
+        cmocka_unit_test_setup(test_file_errors, hw_path),
+        cmocka_unit_test_setup(test_vectors, portable_path),
+        cmocka_unit_test_setup(test_million_a_chunked, portable_path),
+        cmocka_unit_test_setup(test_against_sha256sum, portable_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,6 +119,8 @@ struct ctx {
     struct dirtime *dirs;
     size_t n_dirs, cap_dirs;
     struct capsa_layer_stats stats;
+    capsa_layer_entry_fn sink; /* when set, entries go to it instead of the tree */
+    void *sink_ctx;
 };
 
 static la_ssize_t inner_read(struct archive *a, void *ud, const void **buf)
@@ -170,7 +172,7 @@ static ssize_t fd_read(void *ctx, void *buf, size_t len, capsa_err *err)
 
 /* Normalise a tar path into out: no leading "./" or "/", no "." components, no trailing
  * '/'. Refuses absolute paths and "..". An empty result means the root itself. */
-static int normalize(const char *in, char *out, size_t len, const char *what, capsa_err *err)
+int capsa_layer_normalize(const char *in, char *out, size_t len, const char *what, capsa_err *err)
 {
     size_t o = 0;
     const char *p = in;
@@ -518,7 +520,7 @@ static int make_hardlink(struct ctx *c, int dirfd, const char *name, const char 
     _cleanup_close_ int tfd = -1;
     struct stat st;
 
-    if (normalize(link, target, sizeof(target), "hardlink target", err) < 0)
+    if (capsa_layer_normalize(link, target, sizeof(target), "hardlink target", err) < 0)
         return capsa_err_prefix(err, "%s", path);
     if (!target[0])
         return capsa_err_set(err, EPERM, "%s: hardlink to the root directory", path);
@@ -603,7 +605,8 @@ static int apply_entry(struct ctx *c, struct archive_entry *e, capsa_err *err)
     struct stat st;
     bool exists;
 
-    if (normalize(archive_entry_pathname(e), path, sizeof(path), "layer entry", err) < 0)
+    if (capsa_layer_normalize(archive_entry_pathname(e), path, sizeof(path), "layer entry", err) <
+        0)
         return -1;
     if (!path[0]) {
         /* The root itself: keep its mode and owner. */
@@ -676,105 +679,129 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
     return capsa_layer_apply_stream(rootfd, fd_read, &blobfd, comp, diff_id, stats, err);
 }
 
+static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
+                struct capsa_layer_stats *stats, capsa_err *err);
+
 int capsa_layer_apply_stream(int rootfd, capsa_layer_read_fn fn, void *fn_ctx,
                              enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
                              struct capsa_layer_stats *stats, capsa_err *err)
 {
     struct ctx c = {.rootfd = rootfd, .root = geteuid() == 0, .src = fn, .src_ctx = fn_ctx};
+
+    return walk(&c, comp, diff_id, stats, err);
+}
+
+int capsa_layer_walk(capsa_layer_read_fn fn, void *fn_ctx, enum capsa_layer_compression comp,
+                     capsa_layer_entry_fn sink, void *sink_ctx, char diff_id[CAPSA_DIGEST_MAX],
+                     struct capsa_layer_stats *stats, capsa_err *err)
+{
+    struct ctx c = {.rootfd = -1, .src = fn, .src_ctx = fn_ctx, .sink = sink, .sink_ctx = sink_ctx};
+
+    return walk(&c, comp, diff_id, stats, err);
+}
+
+/* Read the layer through c->src, hash it, and hand every entry to the tree or the sink. */
+static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
+                struct capsa_layer_stats *stats, capsa_err *err)
+{
     struct archive_entry *e;
     uint8_t d[CAPSA_SHA256_LEN];
     char hex[CAPSA_SHA256_HEX];
     int rc = -1, r;
 
-    capsa_sha256_init(&c.hash);
-    c.outer = archive_read_new();
-    c.inner = archive_read_new();
-    c.buf = malloc(IO_BUF);
-    c.rbuf = malloc(IO_BUF);
-    if (!c.outer || !c.inner || !c.buf || !c.rbuf) {
+    capsa_sha256_init(&cp->hash);
+    cp->outer = archive_read_new();
+    cp->inner = archive_read_new();
+    cp->buf = malloc(IO_BUF);
+    cp->rbuf = malloc(IO_BUF);
+    if (!cp->outer || !cp->inner || !cp->buf || !cp->rbuf) {
         capsa_err_set(err, ENOMEM, "layer: out of memory");
         goto out;
     }
     if (comp == CAPSA_LAYER_GZIP)
-        r = archive_read_support_filter_gzip(c.outer);
+        r = archive_read_support_filter_gzip(cp->outer);
     else if (comp == CAPSA_LAYER_ZSTD)
-        r = archive_read_support_filter_zstd(c.outer);
+        r = archive_read_support_filter_zstd(cp->outer);
     else
-        r = archive_read_support_filter_none(c.outer);
+        r = archive_read_support_filter_none(cp->outer);
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
         capsa_err_set(err, ENOTSUP, "layer: decompressor unavailable: %s",
-                      archive_error_string(c.outer));
+                      archive_error_string(cp->outer));
         goto out;
     }
-    archive_read_support_format_raw(c.outer);
-    if (archive_read_open(c.outer, &c, NULL, outer_read, NULL) != ARCHIVE_OK ||
-        archive_read_next_header(c.outer, &e) != ARCHIVE_OK) {
-        if (c.src_err.code)
-            *err = c.src_err;
+    archive_read_support_format_raw(cp->outer);
+    if (archive_read_open(cp->outer, cp, NULL, outer_read, NULL) != ARCHIVE_OK ||
+        archive_read_next_header(cp->outer, &e) != ARCHIVE_OK) {
+        if (cp->src_err.code)
+            *err = cp->src_err;
         else
             capsa_err_set(err, EINVAL, "layer: cannot decompress: %s",
-                          archive_error_string(c.outer));
+                          archive_error_string(cp->outer));
         goto out;
     }
-    if (comp != CAPSA_LAYER_TAR && archive_filter_count(c.outer) < 2) {
+    if (comp != CAPSA_LAYER_TAR && archive_filter_count(cp->outer) < 2) {
         capsa_err_set(err, EINVAL, "layer: not %s compressed as its media type says",
                       comp == CAPSA_LAYER_GZIP ? "gzip" : "zstd");
         goto out;
     }
-    archive_read_support_format_tar(c.inner);
-    if (archive_read_open(c.inner, &c, NULL, inner_read, NULL) != ARCHIVE_OK) {
-        capsa_err_set(err, EINVAL, "layer: not a tar stream: %s", archive_error_string(c.inner));
+    archive_read_support_format_tar(cp->inner);
+    if (archive_read_open(cp->inner, cp, NULL, inner_read, NULL) != ARCHIVE_OK) {
+        capsa_err_set(err, EINVAL, "layer: not a tar stream: %s", archive_error_string(cp->inner));
         goto out;
     }
     for (;;) {
-        r = archive_read_next_header(c.inner, &e);
+        r = archive_read_next_header(cp->inner, &e);
         if (r == ARCHIVE_EOF)
             break;
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
             capsa_err_set(err, EINVAL, "layer: bad tar header after %llu entries: %s",
-                          (unsigned long long)c.stats.entries, archive_error_string(c.inner));
+                          (unsigned long long)cp->stats.entries, archive_error_string(cp->inner));
             goto out;
         }
-        if (++c.stats.entries > ENTRIES_MAX) {
+        if (++cp->stats.entries > ENTRIES_MAX) {
             capsa_err_set(err, E2BIG, "layer: more than %d entries", ENTRIES_MAX);
             goto out;
         }
-        if (apply_entry(&c, e, err) < 0)
+        if (cp->sink ? cp->sink(cp->sink_ctx, cp->inner, e, err) : apply_entry(cp, e, err)) {
+            if (cp->sink && !err->code)
+                capsa_err_set(err, EIO, "layer: entry refused");
             goto out;
+        }
     }
     /* Hash whatever follows the end-of-archive marker too: diff_id covers the stream. */
     for (;;) {
-        la_ssize_t n = archive_read_data(c.outer, c.buf, IO_BUF);
+        la_ssize_t n = archive_read_data(cp->outer, cp->buf, IO_BUF);
         if (n < 0) {
-            if (c.src_err.code)
-                *err = c.src_err;
+            if (cp->src_err.code)
+                *err = cp->src_err;
             else
-                capsa_err_set(err, EIO, "layer: decompress: %s", archive_error_string(c.outer));
+                capsa_err_set(err, EIO, "layer: decompress: %s", archive_error_string(cp->outer));
             goto out;
         }
         if (n == 0)
             break;
-        capsa_sha256_update(&c.hash, c.buf, (size_t)n);
+        capsa_sha256_update(&cp->hash, cp->buf, (size_t)n);
     }
-    apply_dir_times(&c);
-    capsa_sha256_final(&c.hash, d);
+    if (!cp->sink)
+        apply_dir_times(cp);
+    capsa_sha256_final(&cp->hash, d);
     capsa_sha256_hex(d, CAPSA_SHA256_LEN, hex);
     snprintf(diff_id, CAPSA_DIGEST_MAX, "sha256:%s", hex);
     if (stats)
-        *stats = c.stats;
+        *stats = cp->stats;
     rc = 0;
 out:
-    if (c.inner)
-        archive_read_free(c.inner);
-    if (c.outer)
-        archive_read_free(c.outer);
-    if (rc < 0 && c.src_err.code)
-        *err = c.src_err; /* the source failing explains whatever the tar reader saw */
-    free(c.buf);
-    free(c.rbuf);
-    pathset_free(&c.created);
-    for (size_t i = 0; i < c.n_dirs; i++)
-        free(c.dirs[i].path);
-    free(c.dirs);
+    if (cp->inner)
+        archive_read_free(cp->inner);
+    if (cp->outer)
+        archive_read_free(cp->outer);
+    if (rc < 0 && cp->src_err.code)
+        *err = cp->src_err; /* the source failing explains whatever the tar reader saw */
+    free(cp->buf);
+    free(cp->rbuf);
+    pathset_free(&cp->created);
+    for (size_t i = 0; i < cp->n_dirs; i++)
+        free(cp->dirs[i].path);
+    free(cp->dirs);
     return rc;
 }

@@ -39,4 +39,21 @@ int capsa_layer_apply_stream(int rootfd, capsa_layer_read_fn fn, void *fn_ctx,
                              enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
                              struct capsa_layer_stats *stats, capsa_err *err);
 
+/* Normalise a tar path into out (len bytes): no leading "./", no "." components, no trailing
+ * '/'; absolute paths and ".." are refused (what names the path in errors). "" is the root. */
+int capsa_layer_normalize(const char *in, char *out, size_t len, const char *what, capsa_err *err);
+
+/* A consumer of layer entries in place of a directory tree: called for every tar entry with
+ * the tar reader a (read the entry's data from it); returns 0, or -1 with err set. */
+struct archive;
+struct archive_entry;
+typedef int (*capsa_layer_entry_fn)(void *ctx, struct archive *a, struct archive_entry *e,
+                                    capsa_err *err);
+
+/* Read a layer like capsa_layer_apply_stream (decompression, diff_id, entry cap) but hand
+ * each entry to sink instead of writing a tree. */
+int capsa_layer_walk(capsa_layer_read_fn fn, void *fn_ctx, enum capsa_layer_compression comp,
+                     capsa_layer_entry_fn sink, void *sink_ctx, char diff_id[CAPSA_DIGEST_MAX],
+                     struct capsa_layer_stats *stats, capsa_err *err);
+
 #endif

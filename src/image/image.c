@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "image/blobs.h"
+#include "image/erofs.h"
 #include "image/extract.h"
 #include "image/image.h"
 #include "image/manifest.h"
@@ -27,6 +28,9 @@
 #include "store/store.h"
 
 extern char **environ;
+
+/* Whether capsa's own EROFS writer builds lower disks when CAPSA_EROFS_BUILDER is unset. */
+#define CAPSA_EROFS_BUILDER_DEFAULT_OWN false
 
 static inline void json_decrefp_local(json_t **j)
 {
@@ -210,6 +214,26 @@ static void *rm_tree_main(void *arg)
     return NULL;
 }
 
+/* Which program builds the lower disk: capsa's own EROFS writer straight from the layer
+ * streams (erofs.c), or extraction to a tree + mkfs.erofs (CAPSA_EROFS_BUILDER=mkfs). */
+static bool own_erofs_builder(void)
+{
+    const char *b = getenv("CAPSA_EROFS_BUILDER");
+
+    if (!b || !*b)
+        return CAPSA_EROFS_BUILDER_DEFAULT_OWN;
+    if (!strcmp(b, "capsa"))
+        return true;
+    if (strcmp(b, "mkfs") != 0)
+        log_warn("CAPSA_EROFS_BUILDER=%s: expected 'capsa' or 'mkfs'; using the default", b);
+    return strcmp(b, "mkfs") == 0 ? false : CAPSA_EROFS_BUILDER_DEFAULT_OWN;
+}
+
+static inline void erofs_freep(struct capsa_erofs **w)
+{
+    capsa_erofs_free(*w);
+}
+
 /* A layer read from a blob feed, at increasing offsets. */
 struct feed_src {
     struct capsa_blob_feed *feed;
@@ -242,6 +266,10 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
     _cleanup_(json_decrefp_local) json_t *doc = NULL;
     pthread_t rm_thread;
     bool rm_started = false;
+    /* The own writer needs no tree; keeping the tree for inspection needs the old path. */
+    bool own = own_erofs_builder() && !keep_tree;
+    _cleanup_(erofs_freep) struct capsa_erofs *writer = NULL;
+    _cleanup_close_ int diskfd = -1;
     int rc = -1;
 
     if (capsa_images_path(tree, sizeof(tree), err, "tmp/%s.tree.%d", hex, (int)getpid()) < 0 ||
@@ -249,14 +277,29 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
         return -1;
     capsa_rm_rf(tree, NULL);
     capsa_rm_rf(build, NULL);
-    if (mkdir(tree, 0755) < 0 || mkdir(build, 0700) < 0) {
-        capsa_err_set(err, errno, "create %s: %s", tree, strerror(errno));
+    if (mkdir(build, 0700) < 0) {
+        capsa_err_set(err, errno, "create %s: %s", build, strerror(errno));
         goto out;
     }
-    rootfd = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0) {
-        capsa_err_set(err, errno, "open %s: %s", tree, strerror(errno));
-        goto out;
+    snprintf(p, sizeof(p), "%s/lower.erofs", build);
+    if (own) {
+        diskfd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (diskfd < 0) {
+            capsa_err_set(err, errno, "create %s: %s", p, strerror(errno));
+            goto out;
+        }
+        if (capsa_erofs_new(diskfd, &writer, err) < 0)
+            goto out;
+    } else {
+        if (mkdir(tree, 0755) < 0) {
+            capsa_err_set(err, errno, "create %s: %s", tree, strerror(errno));
+            goto out;
+        }
+        rootfd = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0) {
+            capsa_err_set(err, errno, "open %s: %s", tree, strerror(errno));
+            goto out;
+        }
     }
     for (size_t i = 0; i < m->n_layers; i++) {
         char blob[4096], diff_id[CAPSA_DIGEST_MAX];
@@ -265,8 +308,12 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
         int arc;
         if (feed) {
             struct feed_src src = {.feed = feed, .index = i};
-            arc = capsa_layer_apply_stream(rootfd, feed_src_read, &src, m->layers[i].compression,
-                                           diff_id, &st, err);
+            if (own)
+                arc = capsa_erofs_add_layer(writer, feed_src_read, &src, m->layers[i].compression,
+                                            diff_id, &st, err);
+            else
+                arc = capsa_layer_apply_stream(rootfd, feed_src_read, &src,
+                                               m->layers[i].compression, diff_id, &st, err);
         } else {
             if (capsa_blob_path(m->layers[i].digest, blob, sizeof(blob), err) < 0)
                 goto out;
@@ -276,7 +323,11 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
                               strerror(errno));
                 goto out;
             }
-            arc = capsa_layer_apply(rootfd, bfd, m->layers[i].compression, diff_id, &st, err);
+            if (own)
+                arc = capsa_erofs_add_layer_fd(writer, bfd, m->layers[i].compression, diff_id, &st,
+                                               err);
+            else
+                arc = capsa_layer_apply(rootfd, bfd, m->layers[i].compression, diff_id, &st, err);
         }
         if (arc < 0) {
             capsa_err_prefix(err, "layer %zu (%s)", i, m->layers[i].digest);
@@ -293,18 +344,26 @@ static int build_disk(const struct capsa_manifest *m, const struct capsa_image_c
             fprintf(stderr, "%s: extracted %llu entries, diff_id verified\n", m->layers[i].digest,
                     (unsigned long long)st.entries);
     }
-    snprintf(p, sizeof(p), "%s/lower.erofs", build);
-    char logp[4096 + 64];
-    snprintf(logp, sizeof(logp), "%s/mkfs.log", build);
     if (progress == CAPSA_PROGRESS_LINES)
         fprintf(stderr, "%s: building lower disk (erofs)\n", info->manifest_digest);
-    if (run_mkfs(tree, p, logp, err) < 0)
-        goto out;
-    unlink(logp);
-    /* The tree is no longer needed: remove it while the disk is flushed. */
-    if (!keep_tree)
-        rm_started = pthread_create(&rm_thread, NULL, rm_tree_main, tree) == 0;
-    fsync_path(p);
+    if (own) {
+        if (capsa_erofs_finish(writer, err) < 0)
+            goto out;
+        if (fsync(diskfd) < 0) {
+            capsa_err_set(err, errno, "fsync %s: %s", p, strerror(errno));
+            goto out;
+        }
+    } else {
+        char logp[4096 + 64];
+        snprintf(logp, sizeof(logp), "%s/mkfs.log", build);
+        if (run_mkfs(tree, p, logp, err) < 0)
+            goto out;
+        unlink(logp);
+        /* The tree is no longer needed: remove it while the disk is flushed. */
+        if (!keep_tree)
+            rm_started = pthread_create(&rm_thread, NULL, rm_tree_main, tree) == 0;
+        fsync_path(p);
+    }
     doc = json_pack("{s:s, s:s, s:s, s:O}", "manifest_digest", info->manifest_digest,
                     "config_digest", config_digest, "architecture", cfg->arch[0] ? cfg->arch : "",
                     "config", cfg->runtime);
@@ -341,7 +400,8 @@ out:
     }
     if (rm_started)
         pthread_join(rm_thread, NULL);
-    capsa_rm_rf(tree, NULL);
+    if (!own)
+        capsa_rm_rf(tree, NULL);
     capsa_rm_rf(build, NULL);
     return rc;
 }
