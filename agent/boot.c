@@ -323,8 +323,8 @@ static int mount_blockdev(const char *dev, const char *target, const char *fstyp
         return capsa_err_set(err, errno, "mkdir %s: %s", target, strerror(errno));
     if (fstype) {
         /* ext4 would start a thread at mount that zeroes the inode tables (the host made
-         * them sparse) and reads every group's block bitmap: on the guest's one vCPU under
-         * TCG that delays the boot by ~30 ms. Both are optimisations ext4 does without. */
+         * them sparse) and reads every group's block bitmap ahead of use: on the guest's
+         * one vCPU that competes with the boot, and ext4 loads bitmaps on demand anyway. */
         if (strcmp(fstype, "ext4") == 0 && !(flags & MS_RDONLY) &&
             (mount(dev, target, fstype, flags, "noinit_itable,no_prefetch_block_bitmaps") == 0 ||
              mount(dev, target, fstype, flags, "noinit_itable") == 0))

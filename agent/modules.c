@@ -22,24 +22,12 @@
 
 #include "agent.h"
 #include "common/cleanup.h"
+#include "vm/modname.h"
 
 #define MOD_DIR       "/lib/modules/capsa"
 #define MOD_ORDER     MOD_DIR "/order"
 #define MOD_ORDER_MAX 8192 /* CAPSA_INITRAMFS_MAX_ORDER_SIZE on the host */
 #define MOD_MAX       128  /* CAPSA_INITRAMFS_MAX_MODULES */
-
-static bool name_ok(const char *s, size_t n)
-{
-    if (n < 4 || n > 63 || memcmp(s + n - 3, ".ko", 3) != 0)
-        return false;
-    for (size_t i = 0; i < n - 3; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
 
 static int load_one(const char *name)
 {
@@ -116,7 +104,7 @@ int agent_modules_load(void)
 
         if (n > 0) {
             p[n] = '\0';
-            if (!name_ok(p, n)) {
+            if (!capsa_module_name_ok(p, n)) {
                 agent_log("%s: skipping an invalid module name", MOD_ORDER);
                 failed++;
             } else if (++count > MOD_MAX) {

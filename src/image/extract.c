@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #define WH_PREFIX       ".wh."
 #define WH_OPAQUE       ".wh..wh..opq"
 #define IO_BUF          (256 * 1024) /* compressed reads and decompressed chunks */
+#define HASH_BUFS       3            /* decompressed chunks in flight to the hasher */
 
 /* ---- a set of paths created by the current layer (for opaque directories) ------------- */
 
@@ -108,7 +110,6 @@ struct ctx {
     struct archive *outer; /* decompressor (raw format) */
     struct archive *inner; /* tar reader fed from outer */
     capsa_sha256 hash;
-    char *buf;  /* IO_BUF bytes: decompressed data for the tar reader */
     char *rbuf; /* IO_BUF bytes: compressed data from the source */
     capsa_layer_read_fn src;
     void *src_ctx;
@@ -121,21 +122,96 @@ struct ctx {
     struct capsa_layer_stats stats;
     capsa_layer_entry_fn sink; /* when set, entries go to it instead of the tree */
     void *sink_ctx;
+    /* The diff_id is hashed by a thread of its own (the other core) while the tar is parsed:
+     * chunk k is decompressed into hbuf[k % HASH_BUFS]; libarchive holds it until its next
+     * read, the hasher until it counts it done. */
+    char *hbuf[HASH_BUFS];
+    size_t hlen[HASH_BUFS];
+    uint64_t posted, hashed;
+    bool hasher, stop;
+    pthread_t hasher_th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
 };
+
+static void *hasher_main(void *arg)
+{
+    struct ctx *c = arg;
+
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (c->hashed == c->posted && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->hashed == c->posted)
+            break;
+        size_t i = c->hashed % HASH_BUFS;
+        pthread_mutex_unlock(&c->mu);
+        capsa_sha256_update(&c->hash, c->hbuf[i], c->hlen[i]);
+        pthread_mutex_lock(&c->mu);
+        c->hashed++;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Wait until the hasher has at most `left` chunks to go. */
+static void hasher_wait(struct ctx *c, uint64_t left)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->posted - c->hashed > left)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void hasher_stop(struct ctx *c)
+{
+    if (!c->hasher)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->hasher_th, NULL);
+    c->hasher = false;
+}
+
+/* Decompress the next chunk and have it hashed; *out points at it. */
+static la_ssize_t next_chunk(struct ctx *c, const void **out)
+{
+    size_t i = c->posted % HASH_BUFS;
+    la_ssize_t n;
+
+    if (c->hasher)
+        hasher_wait(c, HASH_BUFS - 1); /* chunk posted - HASH_BUFS is hashed: its buffer is free */
+    n = archive_read_data(c->outer, c->hbuf[i], IO_BUF);
+    if (n < 0)
+        return n;
+    *out = c->hbuf[i];
+    if (n == 0)
+        return 0;
+    if (!c->hasher) {
+        capsa_sha256_update(&c->hash, c->hbuf[i], (size_t)n);
+        return n;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->hlen[i] = (size_t)n;
+    c->posted++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
 
 static la_ssize_t inner_read(struct archive *a, void *ud, const void **buf)
 {
     struct ctx *c = ud;
-    la_ssize_t n = archive_read_data(c->outer, c->buf, IO_BUF);
+    la_ssize_t n = next_chunk(c, buf);
 
     (void)a;
     if (n < 0) {
         archive_set_error(c->inner, EIO, "decompress: %s", archive_error_string(c->outer));
         return -1;
     }
-    if (n > 0)
-        capsa_sha256_update(&c->hash, c->buf, (size_t)n);
-    *buf = c->buf;
     return n;
 }
 
@@ -710,14 +786,18 @@ static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[
     int rc = -1, r;
 
     capsa_sha256_init(&cp->hash);
+    pthread_mutex_init(&cp->mu, NULL);
+    pthread_cond_init(&cp->cv, NULL);
     cp->outer = archive_read_new();
     cp->inner = archive_read_new();
-    cp->buf = malloc(IO_BUF);
     cp->rbuf = malloc(IO_BUF);
-    if (!cp->outer || !cp->inner || !cp->buf || !cp->rbuf) {
+    for (size_t i = 0; i < HASH_BUFS; i++)
+        cp->hbuf[i] = malloc(IO_BUF);
+    if (!cp->outer || !cp->inner || !cp->hbuf[0] || !cp->hbuf[1] || !cp->hbuf[2] || !cp->rbuf) {
         capsa_err_set(err, ENOMEM, "layer: out of memory");
         goto out;
     }
+    cp->hasher = pthread_create(&cp->hasher_th, NULL, hasher_main, cp) == 0; /* else inline */
     if (comp == CAPSA_LAYER_GZIP)
         r = archive_read_support_filter_gzip(cp->outer);
     else if (comp == CAPSA_LAYER_ZSTD)
@@ -770,7 +850,8 @@ static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[
     }
     /* Hash whatever follows the end-of-archive marker too: diff_id covers the stream. */
     for (;;) {
-        la_ssize_t n = archive_read_data(cp->outer, cp->buf, IO_BUF);
+        const void *chunk;
+        la_ssize_t n = next_chunk(cp, &chunk);
         if (n < 0) {
             if (cp->src_err.code)
                 *err = cp->src_err;
@@ -780,10 +861,10 @@ static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[
         }
         if (n == 0)
             break;
-        capsa_sha256_update(&cp->hash, cp->buf, (size_t)n);
     }
     if (!cp->sink)
         apply_dir_times(cp);
+    hasher_stop(cp); /* it hashes what was posted before it stops */
     capsa_sha256_final(&cp->hash, d);
     capsa_sha256_hex(d, CAPSA_SHA256_LEN, hex);
     snprintf(diff_id, CAPSA_DIGEST_MAX, "sha256:%s", hex);
@@ -797,7 +878,11 @@ out:
         archive_read_free(cp->outer);
     if (rc < 0 && cp->src_err.code)
         *err = cp->src_err; /* the source failing explains whatever the tar reader saw */
-    free(cp->buf);
+    hasher_stop(cp);
+    pthread_mutex_destroy(&cp->mu);
+    pthread_cond_destroy(&cp->cv);
+    for (size_t i = 0; i < HASH_BUFS; i++)
+        free(cp->hbuf[i]);
     free(cp->rbuf);
     pathset_free(&cp->created);
     for (size_t i = 0; i < cp->n_dirs; i++)

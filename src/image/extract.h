@@ -7,10 +7,10 @@
  * (O_EXCL|O_NOFOLLOW for files). Whiteouts (.wh.NAME) remove NAME; an opaque marker
  * (.wh..wh..opq) removes what lower layers put in its directory. Hardlink targets obey
  * the same rules. Ownership, modes (setuid included), xattrs (not overlay's own), device
- * nodes, fifos and mtimes are kept. The uncompressed stream is hashed as it is read: the
- * result is the layer's diff_id. Limits: path 4095 bytes, component 255, symlink target 4095,
- * 64 xattrs of at most 64 KiB per entry, 2,000,000 entries per layer; libarchive refuses
- * oversized special headers.
+ * nodes, fifos and mtimes are kept. The uncompressed stream is hashed as it is read (by a
+ * thread of its own): the result is the layer's diff_id. Limits: path 4095 bytes, component
+ * 255, symlink target 4095, 64 xattrs of at most 64 KiB per entry, 2,000,000 entries per
+ * layer; libarchive refuses oversized special headers.
  */
 #ifndef CAPSA_IMAGE_EXTRACT_H
 #define CAPSA_IMAGE_EXTRACT_H

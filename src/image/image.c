@@ -30,7 +30,7 @@
 extern char **environ;
 
 /* Whether capsa's own EROFS writer builds lower disks when CAPSA_EROFS_BUILDER is unset. */
-#define CAPSA_EROFS_BUILDER_DEFAULT_OWN false
+#define CAPSA_EROFS_BUILDER_DEFAULT_OWN true
 
 static inline void json_decrefp_local(json_t **j)
 {

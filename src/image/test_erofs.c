@@ -310,7 +310,8 @@ static void test_image(void **state)
             assert_int_equal(run(cmd), 0);
         }
     }
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    snprintf(cmd, sizeof(cmd), "umount -q %s/mnt 2>/dev/null; rm -rf --one-file-system %s", dir,
+             dir);
     run(cmd);
 }
 
@@ -359,7 +360,8 @@ static void test_hardlink(void **state)
         snprintf(cmd, sizeof(cmd), "umount %s/mnt", dir);
         assert_int_equal(run(cmd), 0);
     }
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    snprintf(cmd, sizeof(cmd), "umount -q %s/mnt 2>/dev/null; rm -rf --one-file-system %s", dir,
+             dir);
     run(cmd);
 }
 

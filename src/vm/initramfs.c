@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "vm/modname.h"
 #include "common/err.h"
 #include "common/paths.h"
 #include "common/sha256.h"
@@ -199,19 +200,6 @@ static int read_bounded(const char *path, size_t max, uint8_t **buf_out, size_t 
     return 0;
 }
 
-static bool module_name_ok(const char *s, size_t n)
-{
-    if (n < 4 || n > 63 || memcmp(s + n - 3, ".ko", 3) != 0)
-        return false;
-    for (size_t i = 0; i < n - 3; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* Read dir/modules.order and every dir/modules/<name> it lists. */
 static int modset_read(const char *dir, struct modset **out, capsa_err *err)
 {
@@ -232,7 +220,7 @@ static int modset_read(const char *dir, struct modset **out, capsa_err *err)
 
         line++;
         if (n > 0) {
-            if (!module_name_ok(p, n))
+            if (!capsa_module_name_ok(p, n))
                 return capsa_err_set(err, EINVAL,
                                      "%s line %zu: expected a module file name "
                                      "[A-Za-z0-9_-]{1,60}.ko",

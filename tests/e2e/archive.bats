@@ -7,11 +7,7 @@ load helpers
 lib=$BATS_TEST_DIRNAME/../lib
 
 setup_file() {
-  capsa_home_setup
-  export REGDIR="$BATS_FILE_TMPDIR/registry"
-  REG=$("$lib/registry" start "$REGDIR")
-  export REG
-  "$lib/mkimages" "$REG" busybox
+  registry_setup busybox
   export CAPSA_BOOT_TIMEOUT=180
   "$CAPSA_BIN" pull -q --insecure "$REG/test/busybox"
   CFG=$("$CAPSA_BIN" image inspect "$REG/test/busybox" --format json | jq -r .config_digest)
@@ -19,7 +15,7 @@ setup_file() {
 }
 
 teardown_file() {
-  "$lib/registry" stop "$REGDIR"
+  registry_teardown
 }
 
 crun() { timeout 300 "$CAPSA_BIN" run --no-tty "$@"; }

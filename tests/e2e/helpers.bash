@@ -44,3 +44,13 @@ sandboxes_teardown() {
   local p
   for p in $(sup_pids); do kill -9 "$p" 2>/dev/null || true; done
 }
+# setup_file body for image tests: a private CAPSA_HOME, a local registry at $REG (state in
+# $REGDIR) holding the tests/lib/mkimages images named as arguments
+registry_setup() {
+  capsa_home_setup
+  export REGDIR="$BATS_FILE_TMPDIR/registry"
+  REG=$("$BATS_TEST_DIRNAME/../lib/registry" start "$REGDIR") || return 1
+  export REG
+  "$BATS_TEST_DIRNAME/../lib/mkimages" "$REG" "$@"
+}
+registry_teardown() { "$BATS_TEST_DIRNAME/../lib/registry" stop "$REGDIR"; }

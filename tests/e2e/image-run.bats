@@ -7,16 +7,12 @@ load helpers
 lib=$BATS_TEST_DIRNAME/../lib
 
 setup_file() {
-  capsa_home_setup
-  export REGDIR="$BATS_FILE_TMPDIR/registry"
-  REG=$("$lib/registry" start "$REGDIR")
-  export REG
-  "$lib/mkimages" "$REG" busybox layers app nocmd
+  registry_setup busybox layers app nocmd
   export CAPSA_BOOT_TIMEOUT=180
 }
 
 teardown_file() {
-  "$lib/registry" stop "$REGDIR"
+  registry_teardown
 }
 
 # --insecure: the test registry speaks plain http (each test may be the first to pull)

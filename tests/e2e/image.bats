@@ -15,7 +15,7 @@ setup_file() {
 }
 
 teardown_file() {
-  "$lib/registry" stop "$REGDIR"
+  registry_teardown
 }
 
 teardown() {

@@ -14,7 +14,7 @@ setup_file() {
 }
 
 teardown_file() {
-  "$lib/registry" stop "$REGDIR"
+  registry_teardown
 }
 
 @test "registry --help names the verbs" {

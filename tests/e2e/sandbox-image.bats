@@ -9,19 +9,13 @@ bats_require_minimum_version 1.5.0
 lib=$BATS_TEST_DIRNAME/../lib
 
 setup_file() {
-  capsa_home_setup
-  export REGDIR="$BATS_FILE_TMPDIR/registry"
-  REG=$("$lib/registry" start "$REGDIR")
-  export REG
-  "$lib/mkimages" "$REG" busybox app
+  registry_setup busybox app
   export CAPSA_BOOT_TIMEOUT=${CAPSA_BOOT_TIMEOUT:-300}
 }
 
 teardown_file() {
-  "$CAPSA_BIN" ls -q 2>/dev/null | while read -r n; do
-    timeout 60 "$CAPSA_BIN" rm -f "$n" >/dev/null 2>&1 || true
-  done
-  "$lib/registry" stop "$REGDIR"
+  sandboxes_teardown
+  registry_teardown
 }
 
 sbdir() { echo "$CAPSA_HOME/sandboxes/$1"; }
