@@ -669,25 +669,11 @@ int capsa_erofs_add_layer(struct capsa_erofs *w, capsa_layer_read_fn fn, void *f
     return 0;
 }
 
-static ssize_t fd_read(void *ctx, void *buf, size_t len, capsa_err *err)
-{
-    int fd = *(const int *)ctx;
-
-    for (;;) {
-        ssize_t n = read(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return capsa_err_set(err, errno, "layer: read: %s", strerror(errno));
-        return n;
-    }
-}
-
 int capsa_erofs_add_layer_fd(struct capsa_erofs *w, int blobfd, enum capsa_layer_compression comp,
                              char diff_id[CAPSA_DIGEST_MAX], struct capsa_layer_stats *stats,
                              capsa_err *err)
 {
-    return capsa_erofs_add_layer(w, fd_read, &blobfd, comp, diff_id, stats, err);
+    return capsa_erofs_add_layer(w, capsa_layer_fd_read, &blobfd, comp, diff_id, stats, err);
 }
 
 /* ---- public: metadata ----------------------------------------------------------------- */

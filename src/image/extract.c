@@ -230,7 +230,7 @@ static la_ssize_t outer_read(struct archive *a, void *ud, const void **buf)
     return n;
 }
 
-static ssize_t fd_read(void *ctx, void *buf, size_t len, capsa_err *err)
+ssize_t capsa_layer_fd_read(void *ctx, void *buf, size_t len, capsa_err *err)
 {
     int fd = *(const int *)ctx;
 
@@ -752,7 +752,7 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
                       char diff_id[CAPSA_DIGEST_MAX], struct capsa_layer_stats *stats,
                       capsa_err *err)
 {
-    return capsa_layer_apply_stream(rootfd, fd_read, &blobfd, comp, diff_id, stats, err);
+    return capsa_layer_apply_stream(rootfd, capsa_layer_fd_read, &blobfd, comp, diff_id, stats, err);
 }
 
 static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],

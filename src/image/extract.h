@@ -35,6 +35,8 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
 /* The same, reading the compressed layer through fn: it returns up to len bytes, 0 at the end,
  * -1 with err set on failure (that error is the one reported). */
 typedef ssize_t (*capsa_layer_read_fn)(void *ctx, void *buf, size_t len, capsa_err *err);
+/* A capsa_layer_read_fn reading a file descriptor (ctx points to the int fd). */
+ssize_t capsa_layer_fd_read(void *ctx, void *buf, size_t len, capsa_err *err);
 int capsa_layer_apply_stream(int rootfd, capsa_layer_read_fn fn, void *fn_ctx,
                              enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
                              struct capsa_layer_stats *stats, capsa_err *err);
