@@ -977,6 +977,8 @@ static int parse_multi(int argc, char **argv, struct multi_cli *o, const char *v
             break;
         }
         case OPT_TOUCH:
+            if (strcmp(verb, "ping") != 0)
+                return cli_fail("%s: --touch is a ping option", verb);
             o->touch = true;
             break;
         case 'q':
@@ -984,6 +986,25 @@ static int parse_multi(int argc, char **argv, struct multi_cli *o, const char *v
             break;
         case 'h':
             fputs(usage, stdout);
+            printf(
+                "\nOptions:\n"
+                "      --label K=V    also act on every sandbox carrying this label (repeatable;\n"
+                "                     a sandbox must carry all of them); NAMEs and labels add up\n"
+                "%s%s"
+                "  -q, --quiet        print nothing on success\n"
+                "  -h, --help         show this help\n\n"
+                "Exit status: 0 when every named or selected sandbox succeeded, 1 when any\n"
+                "failed (each failure is reported on stderr and the others still run)%s.\n",
+                stop_flags ? "  -f, --force        stop/restart: kill QEMU at once; rm: stop a "
+                             "running one\n"
+                           : "",
+                stop_flags
+                    ? "  -t, --timeout SECS seconds the guest gets to power off before QEMU is\n"
+                      "                     killed (0..86400, default 10)\n"
+                : !strcmp(verb, "ping")
+                    ? "      --touch        also record activity (postpones the idle timeout)\n"
+                    : "",
+                !strcmp(verb, "ping") ? ";\na sandbox that is not running fails" : "");
             return -1;
         default:
             return cli_fail("%s: unknown or incomplete option '%s' (see capsa %s --help)", verb,

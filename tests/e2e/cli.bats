@@ -28,3 +28,14 @@ setup_file() { capsa_home_setup; }
   [ "$status" -eq 1 ]
   [[ "$output" == *"error|warn|info|debug|trace"* ]]
 }
+
+@test "multi-sandbox verbs: --help has options and exit status; --touch only for ping" {
+  run capsa ping --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"--touch"* && "$output" == *"Exit status"* ]]
+  run capsa stop --help
+  [[ "$output" == *"--timeout SECS"* && "$output" != *"--touch"* ]]
+  run capsa stop --touch somebox
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"--touch is a ping option"* ]]
+}
