@@ -7,6 +7,7 @@
 #ifndef CAPSA_H
 #define CAPSA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -105,10 +106,34 @@ struct capsa_sandbox_info {
     int supervisor_pid;   /* 0 when not active */
     int attached;         /* this handle holds the parent watch */
     char last_error[512]; /* why it failed or crashed; "" when none */
+    char image[512];      /* the root: the OCI reference as stored (pinned to its digest), the
+                             Bind directory or the disk image path; "" when unknown */
+    int64_t created_ms;   /* Unix milliseconds; 0 when never */
+    int64_t started_ms;   /* last start; 0 when never started */
+    int64_t stopped_ms;   /* last stop/failure/crash; 0 when never */
 };
 /* The sandbox's current state from the store (dead supervisors are reaped first, so a
  * sandbox whose supervisor was killed shows as crashed). ENOENT when it was removed. */
 int capsa_sandbox_status(capsa_sandbox *sb, struct capsa_sandbox_info *info, capsa_err *err);
+
+/* Names of the sandboxes of ctx (sorted; every state) whose labels match label_selector:
+ * NULL or "" for all, else comma-separated terms "KEY=VALUE" (the label equals VALUE) or
+ * "KEY" (the label is present), all of which must match. *names is a NULL-terminated array
+ * (also when *n is 0); free it with capsa_sandbox_names_free(). */
+int capsa_sandbox_list(capsa_ctx *ctx, const char *label_selector, char ***names, size_t *n,
+                       capsa_err *err);
+void capsa_sandbox_names_free(char **names);
+
+/* Pull options of capsa_sandbox_create2 (they apply when the spec's root is an OCI image). */
+struct capsa_create_opts {
+    bool insecure;        /* plain HTTP / unverified TLS for the registry of the reference */
+    const char *ca_certs; /* PEM file of extra CA certificates; NULL: the system's */
+    long pull_timeout_s;  /* registry timeout; 0: default (CAPSA_REGISTRY_TIMEOUT or 30) */
+    bool force_pull;      /* resolve the reference again even when it is pulled */
+};
+/* capsa_sandbox_create with pull options (opts may be NULL: as capsa_sandbox_create). */
+capsa_sandbox *capsa_sandbox_create2(capsa_ctx *ctx, const char *spec_json, unsigned flags,
+                                     const struct capsa_create_opts *opts, capsa_err *err);
 
 /* Default bound on each captured output stream of capsa_sandbox_exec. */
 #define CAPSA_EXEC_OUTPUT_MAX (16u << 20)
@@ -146,6 +171,76 @@ int capsa_sandbox_exec(capsa_sandbox *sb, const char *const argv[],
                        const struct capsa_exec_req *req, struct capsa_exec_out *out,
                        capsa_err *err);
 void capsa_exec_out_free(struct capsa_exec_out *out);
+
+/* Callbacks of capsa_sandbox_exec_stream, called in the calling thread as output arrives (in
+ * pieces of at most 64 KiB, in order per stream). Return 0 to go on; non-zero cancels: the
+ * command is killed and the call fails with ECANCELED. Either may be NULL (output dropped). */
+struct capsa_exec_callbacks {
+    int (*on_stdout)(const void *buf, size_t len, void *ud);
+    int (*on_stderr)(const void *buf, size_t len, void *ud);
+    void *ud;
+};
+/* Run argv as capsa_sandbox_exec does (req: env, cwd, user, stdin bytes, timeout_ms;
+ * max_output is ignored) but deliver stdout and stderr to cb as it arrives instead of
+ * buffering it. *exit_code (shell-style, as capsa_exec_out.exit_code) and *signal may be NULL.
+ * 0 once the command ended (any exit code; a timeout gives 124); -1 with err as
+ * capsa_sandbox_exec, or ECANCELED when a callback asked to stop. */
+int capsa_sandbox_exec_stream(capsa_sandbox *sb, const char *const argv[],
+                              const struct capsa_exec_req *req,
+                              const struct capsa_exec_callbacks *cb, int *exit_code, int *signal,
+                              capsa_err *err);
+
+/* ---- files of a running sandbox (through its supervisor; docs/api.md) -------------------
+ *
+ * Paths are absolute guest paths (at most 4095 bytes). Failures name the operation and the
+ * path and carry the guest's errno (ENOENT, EISDIR, ...); the sandbox not running is EBUSY. */
+
+enum capsa_file_kind {
+    CAPSA_FILE_REGULAR,
+    CAPSA_FILE_DIR,
+    CAPSA_FILE_SYMLINK,
+    CAPSA_FILE_OTHER,
+};
+
+struct capsa_file_stat {
+    enum capsa_file_kind kind;
+    uint64_t size;
+    uint32_t mode; /* permission bits (07777) */
+    uint32_t uid, gid;
+    int64_t mtime; /* Unix seconds */
+};
+
+struct capsa_dir_entry {
+    char *name; /* one path component */
+    enum capsa_file_kind kind;
+    uint64_t size;
+    uint32_t mode;
+    int64_t mtime;
+};
+
+/* Read the whole file into *data (malloc'd, followed by a NUL not counted in *len). A file
+ * longer than max bytes (0: 1 GiB) fails with EFBIG and nothing is returned. */
+int capsa_fs_read(capsa_sandbox *sb, const char *path, uint8_t **data, size_t *len, size_t max,
+                  capsa_err *err);
+/* Create or truncate path and write len bytes (data may be NULL when len is 0) with mode
+ * (permission bits; < 0: 0644). */
+int capsa_fs_write(capsa_sandbox *sb, const char *path, const void *data, size_t len, int mode,
+                   capsa_err *err);
+/* Stat path (symlinks followed). */
+int capsa_fs_stat(capsa_sandbox *sb, const char *path, struct capsa_file_stat *st, capsa_err *err);
+/* The entries of directory path, sorted by name (no "." or ".."); free with
+ * capsa_fs_list_free(). At most 100000 entries (the guest may cut a long listing short:
+ * *truncated is then 1; truncated may be NULL). */
+int capsa_fs_list(capsa_sandbox *sb, const char *path, struct capsa_dir_entry **entries, size_t *n,
+                  int *truncated, capsa_err *err);
+void capsa_fs_list_free(struct capsa_dir_entry *entries, size_t n);
+/* Make directory path with mode (< 0: 0755); parents: also the missing parents, and an
+ * existing directory is fine; else the parent must exist (ENOENT) and path must not (EEXIST). */
+int capsa_fs_mkdir(capsa_sandbox *sb, const char *path, int mode, bool parents, capsa_err *err);
+/* Remove a file, symlink or empty directory; recursive: a whole tree. */
+int capsa_fs_remove(capsa_sandbox *sb, const char *path, bool recursive, capsa_err *err);
+/* Rename from to to (rename(2) in the guest). */
+int capsa_fs_rename(capsa_sandbox *sb, const char *from, const char *to, capsa_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-/* api.c - the public libcapsa API of include/capsa.h: contexts, sandbox handles, buffered exec.
+/* api.c - the public libcapsa API of include/capsa.h: contexts, sandbox handles, listing, exec
+ * (buffered and streaming) and file operations.
  *
  * Theory of operation: a capsa_ctx is an open store ($CAPSA_HOME/capsa.db) behind a mutex; a
  * capsa_sandbox is a name plus, when the handle started the sandbox attached, the write end of
@@ -6,7 +7,10 @@
  * *_named functions of the supervisor layer; exec connects to the sandbox's control socket
  * (client.h) and runs one capsa_exec_run() session whose stdout and stderr go to pipes drained
  * by a helper thread into bounded buffers, and whose stdin is a sealed memfd holding the
- * caller's bytes. SIGPIPE is blocked in the calling thread while the library writes to
+ * caller's bytes. Streaming exec runs that session in a helper thread while the calling thread
+ * drains the pipes into the caller's callbacks. File operations are capsa_fsc_*() calls on a
+ * control connection; every field of the guest's replies is checked before it is handed out.
+ * SIGPIPE is blocked in the calling thread while the library writes to
  * sockets, so a supervisor that dies mid-call gives an error, not a dead process.
  */
 #include <errno.h>
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,7 +32,9 @@
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/paths.h"
+#include "image/image.h"
 #include "lib/exec.h"
+#include "lib/fsc.h"
 #include "spec/spec.h"
 #include "store/store.h"
 #include "supervisor/client.h"
@@ -254,7 +261,14 @@ static int spec_check(json_t *doc, capsa_err *err)
 capsa_sandbox *capsa_sandbox_create(capsa_ctx *ctx, const char *spec_json, unsigned flags,
                                     capsa_err *err)
 {
+    return capsa_sandbox_create2(ctx, spec_json, flags, NULL, err);
+}
+
+capsa_sandbox *capsa_sandbox_create2(capsa_ctx *ctx, const char *spec_json, unsigned flags,
+                                     const struct capsa_create_opts *opts, capsa_err *err)
+{
     struct capsa_sandbox_create_opts co = {0};
+    struct capsa_image_pull_opts po = {0};
     json_error_t je;
     json_t *doc;
     const char *name;
@@ -270,6 +284,25 @@ capsa_sandbox *capsa_sandbox_create(capsa_ctx *ctx, const char *spec_json, unsig
     }
     if (check_flags(flags, CAPSA_START_DETACHED | CAPSA_REPLACE, err) < 0)
         return NULL;
+    if (opts) {
+        struct stat st;
+        if (opts->pull_timeout_s < 0 || opts->pull_timeout_s > 86400) {
+            capsa_err_set(err, EINVAL, "opts.pull_timeout_s: %ld is not between 0 and 86400",
+                          opts->pull_timeout_s);
+            return NULL;
+        }
+        if (opts->ca_certs &&
+            (!opts->ca_certs[0] || stat(opts->ca_certs, &st) < 0 || !S_ISREG(st.st_mode))) {
+            capsa_err_set(err, EINVAL, "opts.ca_certs '%.256s': expected a PEM file",
+                          opts->ca_certs);
+            return NULL;
+        }
+        po.insecure = opts->insecure;
+        po.ca_certs = opts->ca_certs;
+        po.timeout_s = opts->pull_timeout_s;
+        po.refresh = opts->force_pull;
+        co.pull = &po;
+    }
     doc = json_loads(spec_json, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
         capsa_err_set(err, EINVAL, "spec: invalid JSON at line %d, column %d: %s", je.line,
@@ -444,6 +477,24 @@ void capsa_sandbox_release(capsa_sandbox *sb)
     free(sb);
 }
 
+/* The root of a stored spec: the (pinned) OCI reference, the Bind directory or the disk image
+ * path; else the store's image reference; else "". */
+static void root_of(const struct capsa_store_sandbox *row, char *buf, size_t len)
+{
+    json_t *cfg = row->config_json ? json_loads(row->config_json, 0, NULL) : NULL;
+    json_t *img = json_object_get(cfg, "image");
+    const char *r = json_string_value(json_object_get(img, "Bind"));
+
+    if (!r)
+        r = json_string_value(json_object_get(json_object_get(img, "Oci"), "reference"));
+    if (!r)
+        r = json_string_value(json_object_get(json_object_get(img, "DiskImage"), "path"));
+    if (!r)
+        r = row->image_ref;
+    snprintf(buf, len, "%s", r ? r : "");
+    json_decref(cfg);
+}
+
 int capsa_sandbox_status(capsa_sandbox *sb, struct capsa_sandbox_info *info, capsa_err *err)
 {
     struct capsa_store_sandbox row = {0};
@@ -470,6 +521,10 @@ int capsa_sandbox_status(capsa_sandbox *sb, struct capsa_sandbox_info *info, cap
     info->attached = sb->watch_fd >= 0;
     snprintf(info->last_error, sizeof(info->last_error), "%s",
              row.last_error ? row.last_error : "");
+    root_of(&row, info->image, sizeof(info->image));
+    info->created_ms = row.created_at;
+    info->started_ms = row.started_at;
+    info->stopped_ms = row.stopped_at;
     capsa_store_sandbox_clear(&row);
     return 0;
 }
@@ -724,4 +779,618 @@ void capsa_exec_out_free(struct capsa_exec_out *out)
     free(out->stderr_data);
     out->stdout_data = out->stderr_data = NULL;
     out->stdout_len = out->stderr_len = 0;
+}
+
+/* ---- listing ----------------------------------------------------------------------------- */
+
+void capsa_sandbox_names_free(char **names)
+{
+    if (!names)
+        return;
+    for (char **p = names; *p; p++)
+        free(*p);
+    free(names);
+}
+
+static void labels_free(struct capsa_store_label *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i].key); /* value points into the same allocation */
+    free(l);
+}
+
+/* "k=v,k2,k3=v3" -> labels (value NULL for a bare key). */
+static int parse_selector(const char *sel, struct capsa_store_label **out, size_t *n,
+                          capsa_err *err)
+{
+    struct capsa_store_label *l = NULL;
+    size_t cnt = 0;
+    const char *p = sel;
+
+    *out = NULL;
+    *n = 0;
+    if (!sel || !*sel)
+        return 0;
+    if (strlen(sel) > 65536)
+        return capsa_err_set(err, E2BIG, "label_selector: longer than 65536 bytes");
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char *term = strndup(p, len), *eq;
+        struct capsa_store_label *nl;
+
+        if (!term) {
+            labels_free(l, cnt);
+            return capsa_err_set(err, ENOMEM, "out of memory");
+        }
+        eq = strchr(term, '=');
+        if (eq)
+            *eq = '\0';
+        if (!term[0] || capsa_store_check_label(term, eq ? eq + 1 : "", err) < 0) {
+            if (!term[0])
+                capsa_err_set(err, EINVAL, "label_selector term %zu: empty key", cnt + 1);
+            else
+                capsa_err_prefix(err, "label_selector term %zu", cnt + 1);
+            free(term);
+            labels_free(l, cnt);
+            return -1;
+        }
+        nl = realloc(l, (cnt + 1) * sizeof(*l));
+        if (!nl) {
+            free(term);
+            labels_free(l, cnt);
+            return capsa_err_set(err, ENOMEM, "out of memory");
+        }
+        l = nl;
+        l[cnt].key = term;
+        l[cnt++].value = eq ? eq + 1 : NULL;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    *out = l;
+    *n = cnt;
+    return 0;
+}
+
+int capsa_sandbox_list(capsa_ctx *ctx, const char *label_selector, char ***names, size_t *n,
+                       capsa_err *err)
+{
+    struct capsa_store_sandbox_filter f = {0};
+    struct capsa_store_label *labels = NULL;
+    struct capsa_store_sandbox *rows = NULL;
+    size_t nrows = 0, nl = 0;
+    char **v;
+    int rc;
+
+    if (names)
+        *names = NULL;
+    if (n)
+        *n = 0;
+    if (!ctx || !names || !n)
+        return capsa_err_set(err, EINVAL, "%s: NULL", !ctx ? "ctx" : !names ? "names" : "n");
+    if (parse_selector(label_selector, &labels, &nl, err) < 0)
+        return -1;
+    f.labels = labels;
+    f.n_labels = nl;
+    pthread_mutex_lock(&ctx->lock);
+    rc = capsa_sandbox_reap(ctx->store, err);
+    if (rc == 0)
+        rc = capsa_store_sandbox_list(ctx->store, &f, &rows, &nrows, err);
+    pthread_mutex_unlock(&ctx->lock);
+    labels_free(labels, nl);
+    if (rc < 0)
+        return capsa_err_prefix(err, "listing sandboxes");
+    v = calloc(nrows + 1, sizeof(*v));
+    for (size_t i = 0; v && i < nrows; i++)
+        if (!(v[i] = strdup(rows[i].name))) {
+            capsa_sandbox_names_free(v);
+            v = NULL;
+        }
+    capsa_store_sandboxes_free(rows, nrows);
+    if (!v)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    *names = v;
+    *n = nrows;
+    return 0;
+}
+
+/* ---- control connections ----------------------------------------------------------------- */
+
+static int sb_connect(capsa_sandbox *sb, struct capsa_ctl_conn *conn, const char *what,
+                      capsa_err *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&sb->ctx->lock);
+    rc = capsa_ctl_connect_name(sb->ctx->store, sb->name, conn, err);
+    pthread_mutex_unlock(&sb->ctx->lock);
+    if (rc < 0)
+        return capsa_err_prefix(err, "%s", what);
+    return 0;
+}
+
+/* ---- streaming exec ---------------------------------------------------------------------- */
+
+struct stream_run {
+    struct capsa_ctl_conn *conn;
+    struct capsa_exec_opts o;
+    struct capsa_exec_result res;
+    capsa_err err;
+    int rc;
+    int out_w, err_w; /* closed by the thread once the session is over */
+};
+
+static void *stream_main(void *arg)
+{
+    struct stream_run *r = arg;
+
+    r->rc = capsa_exec_run(&r->conn->ch, &r->o, &r->res, &r->err);
+    close(r->out_w);
+    close(r->err_w);
+    return NULL;
+}
+
+int capsa_sandbox_exec_stream(capsa_sandbox *sb, const char *const argv[],
+                              const struct capsa_exec_req *req,
+                              const struct capsa_exec_callbacks *cb, int *exit_code, int *signal,
+                              capsa_err *err)
+{
+    static const struct capsa_exec_req dflt = {0};
+    static const struct capsa_exec_out dummy_out = {0};
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct stream_run r = {.out_w = -1, .err_w = -1};
+    _cleanup_close_ int in_fd = -1, out_r = -1, err_r = -1;
+    struct pipe_guard g;
+    pthread_t th;
+    bool cancelled = false;
+    int po[2], pe[2], rc = -1;
+    char buf[65536];
+
+    if (exit_code)
+        *exit_code = 1;
+    if (signal)
+        *signal = 0;
+    if (!cb && sb)
+        return capsa_err_set(err, EINVAL, "cb: NULL (expected struct capsa_exec_callbacks)");
+    if (check_exec_args(sb, argv, req, &dummy_out, err) < 0)
+        return -1;
+    if (!req)
+        req = &dflt;
+    if (sb_connect(sb, &conn, "exec", err) < 0)
+        return -1;
+    pipe_guard_on(&g); /* the session thread inherits the mask */
+    if (req->stdin_data && (in_fd = stdin_memfd(req->stdin_data, req->stdin_len, err)) < 0)
+        goto out;
+    if (pipe2(po, O_CLOEXEC) < 0) {
+        capsa_err_set(err, errno, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    out_r = po[0];
+    r.out_w = po[1];
+    if (pipe2(pe, O_CLOEXEC) < 0) {
+        capsa_err_set(err, errno, "pipe: %s", strerror(errno));
+        close(r.out_w);
+        goto out;
+    }
+    err_r = pe[0];
+    r.err_w = pe[1];
+    r.conn = &conn;
+    r.o.argv = (char *const *)argv;
+    r.o.env = (char *const *)req->env;
+    r.o.cwd = req->cwd;
+    r.o.user = req->user;
+    r.o.stdin_fd = in_fd;
+    r.o.stdout_fd = r.out_w;
+    r.o.stderr_fd = r.err_w;
+    r.o.timeout_ms = req->timeout_ms;
+    r.o.signal_fd = r.o.winsize_fd = r.o.detach_key = -1;
+    if ((errno = pthread_create(&th, NULL, stream_main, &r)) != 0) {
+        capsa_err_set(err, errno, "pthread_create: %s", strerror(errno));
+        close(r.out_w);
+        close(r.err_w);
+        goto out;
+    }
+    /* deliver output until both pipes reach EOF (the thread closes them when it is done) */
+    while (out_r >= 0 || err_r >= 0) {
+        struct pollfd pf[2] = {{.fd = out_r, .events = POLLIN}, {.fd = err_r, .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            int *fd = i ? &err_r : &out_r;
+            int (*fn)(const void *, size_t, void *) = i ? cb->on_stderr : cb->on_stdout;
+            ssize_t n;
+
+            if (*fd < 0 || !pf[i].revents)
+                continue;
+            n = read(*fd, buf, sizeof(buf));
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (n <= 0) {
+                close(*fd);
+                *fd = -1;
+                continue;
+            }
+            if (!cancelled && fn && fn(buf, (size_t)n, cb->ud) != 0) {
+                cancelled = true;
+                /* the session fails at once; closing the connection kills the command */
+                shutdown(conn.ch.fd, SHUT_RDWR);
+            }
+        }
+    }
+    pthread_join(th, NULL);
+    if (cancelled) {
+        capsa_err_set(err, ECANCELED, "exec '%s' in %s: cancelled by a callback", argv[0],
+                      sb->name);
+        goto out;
+    }
+    if (r.rc < 0) {
+        if (err)
+            *err = r.err;
+        capsa_err_prefix(err, "exec '%s' in %s", argv[0], sb->name);
+        goto out;
+    }
+    if (exit_code)
+        *exit_code = capsa_exec_exit_status(&r.res);
+    if (signal)
+        *signal = r.res.signal;
+    if (r.res.end == CAPSA_EXEC_FAILED) {
+        int code = !strcmp(r.res.fail_kind, "not_found")           ? ENOENT
+                   : !strcmp(r.res.fail_kind, "permission_denied") ? EACCES
+                                                                   : EIO;
+        capsa_err_set(err, code, "exec '%s' in %s: could not start: %s", argv[0], sb->name,
+                      r.res.message[0] ? r.res.message : r.res.fail_kind);
+        goto out;
+    }
+    rc = 0;
+out:
+    capsa_ctl_close(&conn);
+    pipe_guard_off(&g);
+    return rc;
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+#define FS_PATH_MAX    4095
+#define FS_LIST_MAX    100000
+#define FS_DEFAULT_MAX (1ull << 30)
+
+static int check_path(const char *what, const char *path, capsa_err *err)
+{
+    size_t len;
+
+    if (!path)
+        return capsa_err_set(err, EINVAL, "%s: NULL (expected an absolute guest path)", what);
+    if (path[0] != '/')
+        return capsa_err_set(err, EINVAL, "%s '%.200s': must be an absolute guest path", what,
+                             path);
+    len = strnlen(path, FS_PATH_MAX + 1);
+    if (len > FS_PATH_MAX)
+        return capsa_err_set(err, ENAMETOOLONG, "%s: longer than %d bytes", what, FS_PATH_MAX);
+    return 0;
+}
+
+/* Connect for an fs op on path, with the argument checks every op shares. */
+static int fs_begin(capsa_sandbox *sb, const char *path, struct capsa_ctl_conn *conn,
+                    struct pipe_guard *g, capsa_err *err)
+{
+    if (!sb)
+        return capsa_err_set(err, EINVAL, "sandbox: NULL handle");
+    if (check_path("path", path, err) < 0)
+        return -1;
+    if (sb_connect(sb, conn, "fs", err) < 0)
+        return -1;
+    pipe_guard_on(g);
+    return 0;
+}
+
+static void fs_end(struct capsa_ctl_conn *conn, struct pipe_guard *g)
+{
+    capsa_ctl_close(conn);
+    pipe_guard_off(g);
+}
+
+int capsa_fs_read(capsa_sandbox *sb, const char *path, uint8_t **data, size_t *len, size_t max,
+                  capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    int rc;
+
+    if (data)
+        *data = NULL;
+    if (len)
+        *len = 0;
+    if (!data || !len)
+        return capsa_err_set(err, EINVAL, "%s: NULL", !data ? "data" : "len");
+    if (fs_begin(sb, path, &conn, &g, err) < 0)
+        return -1;
+    if (max == 0 || max > FS_DEFAULT_MAX)
+        max = FS_DEFAULT_MAX;
+    rc = capsa_fsc_read_max(&conn.ch, path, max, data, len, err);
+    fs_end(&conn, &g);
+    if (rc < 0) {
+        if (err && err->code == EFBIG)
+            capsa_err_prefix(err, "fs read %.200s: larger than max (%zu bytes)", path, max);
+        return -1;
+    }
+    if (*len > max) { /* capsa_fsc_read_max bounds it; belt and braces */
+        free(*data);
+        *data = NULL;
+        *len = 0;
+        return capsa_err_set(err, EFBIG, "fs read %.200s: larger than max (%zu bytes)", path, max);
+    }
+    return 0;
+}
+
+int capsa_fs_write(capsa_sandbox *sb, const char *path, const void *data, size_t len, int mode,
+                   capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    int rc;
+
+    if (!data && len)
+        return capsa_err_set(err, EINVAL, "data: NULL with a len of %zu", len);
+    if (mode > 07777)
+        return capsa_err_set(err, EINVAL, "mode: 0%o has bits beyond 07777", (unsigned)mode);
+    if (fs_begin(sb, path, &conn, &g, err) < 0)
+        return -1;
+    rc = capsa_fsc_write(&conn.ch, path, data ? data : "", len, mode < 0 ? 0644 : mode, err);
+    fs_end(&conn, &g);
+    return rc;
+}
+
+static int kind_parse(const char *s, enum capsa_file_kind *k)
+{
+    if (!s)
+        return -1;
+    if (!strcmp(s, "file"))
+        *k = CAPSA_FILE_REGULAR;
+    else if (!strcmp(s, "dir"))
+        *k = CAPSA_FILE_DIR;
+    else if (!strcmp(s, "symlink"))
+        *k = CAPSA_FILE_SYMLINK;
+    else if (!strcmp(s, "other"))
+        *k = CAPSA_FILE_OTHER;
+    else
+        return -1;
+    return 0;
+}
+
+/* An integer member of a guest reply within [lo, hi]; missing is an error unless optional. */
+static int reply_int(json_t *o, const char *key, json_int_t lo, json_int_t hi, bool optional,
+                     json_int_t *v, const char *ctx, capsa_err *err)
+{
+    json_t *j = json_object_get(o, key);
+
+    *v = 0;
+    if (!j && optional)
+        return 0;
+    if (!json_is_integer(j) || json_integer_value(j) < lo || json_integer_value(j) > hi)
+        return capsa_err_set(err, EPROTO,
+                             "%s: guest sent a bad %s (expected an integer in "
+                             "[%lld, %lld])",
+                             ctx, key, (long long)lo, (long long)hi);
+    *v = json_integer_value(j);
+    return 0;
+}
+
+#define MTIME_LIM ((json_int_t)1 << 40)
+
+int capsa_fs_stat(capsa_sandbox *sb, const char *path, struct capsa_file_stat *st, capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    json_t *res = NULL;
+    json_int_t size, mode, uid, gid, mtime;
+    char ctx[256];
+    int rc;
+
+    if (!st)
+        return capsa_err_set(err, EINVAL, "st: NULL (expected a struct capsa_file_stat)");
+    memset(st, 0, sizeof(*st));
+    if (fs_begin(sb, path, &conn, &g, err) < 0)
+        return -1;
+    rc = capsa_fsc_stat(&conn.ch, path, &res, err);
+    fs_end(&conn, &g);
+    if (rc < 0)
+        return -1;
+    snprintf(ctx, sizeof(ctx), "fs stat %.200s", path);
+    if (!json_is_object(res) ||
+        kind_parse(json_string_value(json_object_get(res, "kind")), &st->kind) < 0)
+        rc = capsa_err_set(err, EPROTO, "%s: guest sent a bad kind", ctx);
+    else if (reply_int(res, "size", 0, INT64_MAX, false, &size, ctx, err) < 0 ||
+             reply_int(res, "mode", 0, 07777, false, &mode, ctx, err) < 0 ||
+             reply_int(res, "uid", 0, UINT32_MAX, true, &uid, ctx, err) < 0 ||
+             reply_int(res, "gid", 0, UINT32_MAX, true, &gid, ctx, err) < 0 ||
+             reply_int(res, "mtime", -MTIME_LIM, MTIME_LIM, false, &mtime, ctx, err) < 0)
+        rc = -1;
+    else {
+        st->size = (uint64_t)size;
+        st->mode = (uint32_t)mode;
+        st->uid = (uint32_t)uid;
+        st->gid = (uint32_t)gid;
+        st->mtime = mtime;
+    }
+    json_decref(res);
+    if (rc < 0)
+        memset(st, 0, sizeof(*st));
+    return rc;
+}
+
+void capsa_fs_list_free(struct capsa_dir_entry *entries, size_t n)
+{
+    if (!entries)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(entries[i].name);
+    free(entries);
+}
+
+static int entry_parse(json_t *e, size_t i, struct capsa_dir_entry *d, const char *path,
+                       capsa_err *err)
+{
+    const char *name = json_string_value(json_object_get(e, "name"));
+    json_int_t size, mode, mtime;
+    char ctx[256];
+
+    snprintf(ctx, sizeof(ctx), "fs list %.200s: entry %zu", path, i);
+    if (!json_is_object(e))
+        return capsa_err_set(err, EPROTO, "%s: not an object", ctx);
+    if (!name || !name[0] || json_string_length(json_object_get(e, "name")) > 255 ||
+        strlen(name) != json_string_length(json_object_get(e, "name")) || strchr(name, '/') ||
+        !strcmp(name, ".") || !strcmp(name, ".."))
+        return capsa_err_set(err, EPROTO,
+                             "%s: guest sent a bad name (expected one path "
+                             "component of 1..255 bytes)",
+                             ctx);
+    if (kind_parse(json_string_value(json_object_get(e, "kind")), &d->kind) < 0)
+        return capsa_err_set(err, EPROTO, "%s: guest sent a bad kind", ctx);
+    if (reply_int(e, "size", 0, INT64_MAX, false, &size, ctx, err) < 0 ||
+        reply_int(e, "mode", 0, 07777, false, &mode, ctx, err) < 0 ||
+        reply_int(e, "mtime", -MTIME_LIM, MTIME_LIM, false, &mtime, ctx, err) < 0)
+        return -1;
+    if (!(d->name = strdup(name)))
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    d->size = (uint64_t)size;
+    d->mode = (uint32_t)mode;
+    d->mtime = mtime;
+    return 0;
+}
+
+int capsa_fs_list(capsa_sandbox *sb, const char *path, struct capsa_dir_entry **entries, size_t *n,
+                  int *truncated, capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    struct capsa_dir_entry *v;
+    json_t *arr = NULL, *res = NULL, *req;
+    size_t cnt;
+    int rc;
+
+    if (entries)
+        *entries = NULL;
+    if (n)
+        *n = 0;
+    if (truncated)
+        *truncated = 0;
+    if (!entries || !n)
+        return capsa_err_set(err, EINVAL, "%s: NULL", !entries ? "entries" : "n");
+    if (fs_begin(sb, path, &conn, &g, err) < 0)
+        return -1;
+    req = json_pack("{s:s, s:s}", "op", "list", "path", path);
+    rc = req ? capsa_fsc_simple(&conn.ch, req, &res, err)
+             : capsa_err_set(err, ENOMEM, "out of memory");
+    json_decref(req);
+    fs_end(&conn, &g);
+    if (rc < 0)
+        return -1;
+    arr = json_object_get(res, "entries");
+    if (!json_is_array(arr)) {
+        json_decref(res);
+        return capsa_err_set(err, EPROTO, "fs list %.200s: guest sent no entries array", path);
+    }
+    cnt = json_array_size(arr);
+    if (cnt > FS_LIST_MAX) {
+        json_decref(res);
+        return capsa_err_set(err, EPROTO, "fs list %.200s: guest sent more than %d entries", path,
+                             FS_LIST_MAX);
+    }
+    v = calloc(cnt + 1, sizeof(*v));
+    if (!v) {
+        json_decref(res);
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < cnt; i++)
+        if (entry_parse(json_array_get(arr, i), i, &v[i], path, err) < 0) {
+            capsa_fs_list_free(v, cnt);
+            json_decref(res);
+            return -1;
+        }
+    if (truncated)
+        *truncated = json_is_true(json_object_get(res, "truncated"));
+    json_decref(res);
+    *entries = v;
+    *n = cnt;
+    return 0;
+}
+
+int capsa_fs_mkdir(capsa_sandbox *sb, const char *path, int mode, bool parents, capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    json_t *res = NULL;
+    int rc = 0;
+
+    if (mode > 07777)
+        return capsa_err_set(err, EINVAL, "mode: 0%o has bits beyond 07777", (unsigned)mode);
+    if (fs_begin(sb, path, &conn, &g, err) < 0)
+        return -1;
+    if (!parents) {
+        /* the guest's mkdir is mkdir -p: check what plain mkdir would refuse first */
+        char parent[FS_PATH_MAX + 1];
+        size_t len = strlen(path);
+        capsa_err e2 = {0};
+
+        memcpy(parent, path, len + 1);
+        while (len > 1 && parent[len - 1] == '/')
+            parent[--len] = '\0';
+        char *slash = strrchr(parent, '/');
+        if (slash == parent)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        if (capsa_fsc_stat(&conn.ch, parent, &res, err) < 0) {
+            rc = capsa_err_prefix(err, "fs mkdir %.200s: parent", path);
+        } else if (strcmp(json_string_value(json_object_get(res, "kind")) ?: "", "dir")) {
+            rc = capsa_err_set(err, ENOTDIR, "fs mkdir %.200s: parent %.200s is not a directory",
+                               path, parent);
+        } else {
+            json_decref(res);
+            res = NULL;
+            if (capsa_fsc_stat(&conn.ch, path, &res, &e2) == 0)
+                rc = capsa_err_set(err, EEXIST, "fs mkdir %.200s: already exists", path);
+            else if (e2.code != ENOENT)
+                rc = capsa_err_set(err, e2.code ? e2.code : EIO, "%s", e2.msg);
+        }
+        json_decref(res);
+    }
+    if (rc == 0)
+        rc = capsa_fsc_mkdir(&conn.ch, path, mode < 0 ? 0755 : mode, err);
+    fs_end(&conn, &g);
+    return rc;
+}
+
+int capsa_fs_remove(capsa_sandbox *sb, const char *path, bool recursive, capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    int rc;
+
+    if (fs_begin(sb, path, &conn, &g, err) < 0)
+        return -1;
+    rc = capsa_fsc_remove(&conn.ch, path, recursive, err);
+    fs_end(&conn, &g);
+    return rc;
+}
+
+int capsa_fs_rename(capsa_sandbox *sb, const char *from, const char *to, capsa_err *err)
+{
+    struct capsa_ctl_conn conn = {.ch.fd = -1};
+    struct pipe_guard g;
+    int rc;
+
+    if (sb && check_path("from", from, err) < 0)
+        return -1;
+    if (sb && check_path("to", to, err) < 0)
+        return -1;
+    if (fs_begin(sb, from, &conn, &g, err) < 0)
+        return -1;
+    rc = capsa_fsc_rename(&conn.ch, from, to, err);
+    fs_end(&conn, &g);
+    return rc;
 }

@@ -6,11 +6,10 @@
 #include "common/err.h"
 #include "lib/fsc.h"
 
-#define CHUNK (256u * 1024u)
+#define CHUNK         (256u * 1024u)
 #define FS_TIMEOUT_MS 60000
 
-static int fs_error(const uint8_t *p, size_t len, const char *op, const char *path,
-                    capsa_err *err)
+static int fs_error(const uint8_t *p, size_t len, const char *op, const char *path, capsa_err *err)
 {
     json_t *j = capsa_agentc_parse_json(p, len, NULL);
     const char *code = j ? json_string_value(json_object_get(j, "code")) : NULL;
@@ -103,15 +102,18 @@ int capsa_fsc_write(struct capsa_agentc *c, const char *path, const void *data, 
 struct rbuf {
     uint8_t *p;
     size_t len, cap;
+    size_t max; /* 0: CAPSA_FSC_READ_MAX */
 };
 
 static int rbuf_sink(void *ctx, const uint8_t *data, size_t n, capsa_err *err)
 {
     struct rbuf *b = ctx;
 
-    if (b->len + n > CAPSA_FSC_READ_MAX)
+    size_t max = b->max ? b->max : CAPSA_FSC_READ_MAX;
+
+    if (n > max - b->len)
         return capsa_err_set(err, EFBIG, "fs read: file larger than %llu bytes",
-                             (unsigned long long)CAPSA_FSC_READ_MAX);
+                             (unsigned long long)max);
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 65536;
         while (cap < b->len + n + 1)
@@ -131,9 +133,15 @@ static int rbuf_sink(void *ctx, const uint8_t *data, size_t n, capsa_err *err)
 int capsa_fsc_read(struct capsa_agentc *c, const char *path, uint8_t **data, size_t *len,
                    capsa_err *err)
 {
+    return capsa_fsc_read_max(c, path, 0, data, len, err);
+}
+
+int capsa_fsc_read_max(struct capsa_agentc *c, const char *path, size_t max, uint8_t **data,
+                       size_t *len, capsa_err *err)
+{
     uint32_t sid = capsa_agentc_new_stream(c);
     json_t *req = json_pack("{s:s, s:s}", "op", "read", "path", path);
-    struct rbuf b = {0};
+    struct rbuf b = {.max = max > CAPSA_FSC_READ_MAX ? CAPSA_FSC_READ_MAX : max};
     int rc;
 
     rc = capsa_agentc_send_json(c, sid, CAPSA_MSG_FS_REQUEST, 0, req, err);

@@ -19,6 +19,10 @@ int capsa_fsc_write(struct capsa_agentc *c, const char *path, const void *data, 
                     int mode, capsa_err *err);
 int capsa_fsc_read(struct capsa_agentc *c, const char *path, uint8_t **data, size_t *len,
                    capsa_err *err);
+/* capsa_fsc_read bounded to max bytes (0 or more than CAPSA_FSC_READ_MAX: that): a longer
+ * file fails with EFBIG, naming the path and the bound. */
+int capsa_fsc_read_max(struct capsa_agentc *c, const char *path, size_t max, uint8_t **data,
+                       size_t *len, capsa_err *err);
 /* *result: the fs.result object (caller decrefs). */
 int capsa_fsc_simple(struct capsa_agentc *c, json_t *request, json_t **result, capsa_err *err);
 int capsa_fsc_stat(struct capsa_agentc *c, const char *path, json_t **result, capsa_err *err);

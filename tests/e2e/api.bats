@@ -22,11 +22,14 @@ setup_file() {
 
 teardown_file() {
   sandboxes_teardown
+  if [ -d "$BATS_FILE_TMPDIR/registry" ]; then
+    "$BATS_TEST_DIRNAME/../lib/registry" stop "$BATS_FILE_TMPDIR/registry" || true
+  fi
 }
 
 show_log() { tail -30 "$CAPSA_HOME/sandboxes/$1/supervisor.log" >&2 || true; }
 api() { timeout 600 "$APITOOL" "$@"; }
-spec() { jq -n --arg n "$1" --arg r "$ROOTFS" '{name: $n, image: {Bind: $r}, resources: {memory_mib: 128}, env: [{key: "GREETING", value: "hi"}]}' >"$BATS_FILE_TMPDIR/$1.json"; echo "$BATS_FILE_TMPDIR/$1.json"; }
+spec() { jq -n --arg n "$1" --arg r "$ROOTFS" '{name: $n, image: {Bind: $r}, resources: {memory_mib: 128}, env: [{key: "GREETING", value: "hi"}], labels: {suite: "api", who: $n}}' >"$BATS_FILE_TMPDIR/$1.json"; echo "$BATS_FILE_TMPDIR/$1.json"; }
 # wait until FILE contains a line equal to WORD (SECONDS), or process PID has exited
 wait_line() {
   local i
@@ -77,6 +80,100 @@ wait_line() {
   run -0 timeout 120 "$CAPSA_BIN" run --name api1 "$ROOTFS" -- echo via-run
   [ "$output" = via-run ]
   [ "$(status_of api1)" = running ]
+}
+
+@test "API fs: 1 MiB binary round trip, stat, list, mkdir, rename, remove; errors name the path" {
+  t="$BATS_TEST_TMPDIR"
+  head -c 1048576 /dev/urandom >"$t/blob"
+  run -0 api fs api1 write /root/blob "$t/blob"
+  run -0 api fs api1 read /root/blob "$t/back"
+  cmp "$t/blob" "$t/back"
+  run -0 api fs api1 stat /root/blob
+  [ "$output" = "file 1048576 644" ]
+  # the guest sees the same bytes
+  run -0 api exec api1 -- md5sum /root/blob
+  [ "${output%% *}" = "$(md5sum <"$t/blob" | cut -d' ' -f1)" ]
+  # max smaller than the file fails cleanly: nothing written on the host
+  run -99 api fs api1 read /root/blob "$t/short" 1000
+  [[ "$output" == *"/root/blob"*"larger than max (1000 bytes)"*"(errno 27)"* ]]
+  [ ! -e "$t/short" ]
+  run -99 api fs api1 read /root/no-such-file "$t/x"
+  [[ "$output" == *"/root/no-such-file"*"(errno 2)"* ]]
+  run -0 api fs api1 mkdir /root/d1/d2/d3 -p
+  run -0 api fs api1 mkdir /root/d1/d2/d3 -p
+  run -99 api fs api1 mkdir /root/d1
+  [[ "$output" == *"/root/d1"*"already exists"*"(errno 17)"* ]]
+  run -99 api fs api1 mkdir /root/nope/sub
+  [[ "$output" == *"/root/nope/sub"*"(errno 2)"* ]]
+  run -0 api fs api1 mkdir /root/d1/plain
+  run -0 api fs api1 mv /root/blob /root/d1/blob2
+  run -0 api fs api1 ls /root/d1
+  [ "${lines[0]}" = "blob2 file 1048576" ]
+  [[ "${lines[1]}" == "d2 dir "* ]]
+  [[ "${lines[2]}" == "plain dir "* ]]
+  [ "${#lines[@]}" -eq 3 ]
+  run -99 api fs api1 stat /root/blob
+  [[ "$output" == *"/root/blob"*"(errno 2)"* ]]
+  run -99 api fs api1 rm /root/d1
+  [[ "$output" == *"/root/d1"* ]]
+  run -0 api fs api1 rm /root/d1 -r
+  run -99 api fs api1 ls /root/d1
+  [[ "$output" == *"/root/d1"*"(errno 2)"* ]]
+  # arguments are checked before anything is sent
+  run -99 api fs api1 stat relative/path
+  [[ "$output" == *"path 'relative/path': must be an absolute guest path"* ]]
+  # an empty file round-trips too
+  : >"$t/empty"
+  run -0 api fs api1 write /tmp/empty "$t/empty" 600
+  run -0 api fs api1 stat /tmp/empty
+  [ "$output" = "file 0 600" ]
+}
+
+@test "API list with a label selector; info has times and the root" {
+  run -0 api list
+  [ "$output" = api1 ]
+  run -0 api list suite=api
+  [ "$output" = api1 ]
+  run -0 api list "suite=api,who=api1"
+  [ "$output" = api1 ]
+  run -0 api list who
+  [ "$output" = api1 ]
+  run -0 api list who=someone-else
+  [ -z "$output" ]
+  run -99 api list "=x"
+  [[ "$output" == *"label_selector"* ]]
+  run -0 api info api1
+  read -r st img created started <<<"$output"
+  [ "$st" = running ]
+  [ "$img" = "$ROOTFS" ]
+  [ "$created" -gt 1700000000000 ]
+  [ "$started" -ge "$created" ]
+}
+
+@test "API streaming exec: output arrives as it is produced; stdin, stderr, exit code, timeout, cancel" {
+  run -0 api stream api1 -- sh -c 'echo a; sleep 1; echo b'
+  [ "${#lines[@]}" -eq 2 ] || { echo "$output"; false; }
+  read -r ta wa da <<<"${lines[0]}"
+  read -r tb wb db <<<"${lines[1]}"
+  [ "$wa $da $wb $db" = "out a out b" ]
+  # a came through while b did not exist yet
+  [ $((tb - ta)) -ge 700 ] || { echo "$output"; false; }
+  run -3 api stream api1 --stdin hello -- sh -c 'cat; echo oops >&2; exit 3'
+  [[ "$output" == *" out hello"* ]]
+  [[ "$output" == *" err oops"* ]]
+  SECONDS=0
+  run -124 api stream api1 --timeout 1000 -- sleep 30
+  [ "$SECONDS" -lt 20 ]
+  SECONDS=0
+  run -99 api stream api1 --cancel -- sh -c 'echo first; sleep 30'
+  [[ "$output" == *" out first"* ]]
+  [[ "$output" == *"cancelled"*"(errno 125)"* ]]
+  [ "$SECONDS" -lt 20 ]
+  run -99 api stream api1 -- /no/such/program
+  [[ "$output" == *"could not start"*"(errno 2)"* ]]
+  # the cancelled command is gone from the guest
+  run -0 api exec api1 -- sh -c 'ps | grep -c "[s]leep 30" || true'
+  [ "$output" = 0 ]
 }
 
 @test "ping --touch: exit 0 when running, non-zero when stopped" {
@@ -164,4 +261,27 @@ wait_line() {
   ! kill -0 "$spid" 2>/dev/null
   [ "$(qemu_procs)" -eq 0 ]
   [[ "$(capsa inspect r1 | jq -r .runs[-1].termination_detail)" == *"attached parent process exited"* ]]
+}
+
+# last: it starts a local registry (tests/lib/registry, tests/lib/mkimages) for itself
+@test "API create2: an OCI image from an insecure local registry needs opts.insecure" {
+  export REGDIR="$BATS_FILE_TMPDIR/registry"
+  REG=$("$BATS_TEST_DIRNAME/../lib/registry" start "$REGDIR")
+  "$BATS_TEST_DIRNAME/../lib/mkimages" "$REG" busybox
+  jq -n --arg r "$REG/test/busybox" '{name: "img1", image: {Oci: {reference: $r}}, resources: {memory_mib: 256}, labels: {suite: "oci"}}' >"$BATS_TEST_TMPDIR/img1.json"
+  # the default pull options refuse a plain-HTTP registry; nothing is stored
+  run -99 api create "$BATS_TEST_TMPDIR/img1.json" --detached
+  [[ "$output" == *"--insecure"* ]]
+  run -0 api list suite=oci
+  [ -z "$output" ]
+  run -0 api create "$BATS_TEST_TMPDIR/img1.json" --detached --insecure --exec sh -c 'echo "from $(cat /etc/hostname 2>/dev/null || hostname)"; test -x /bin/busybox'
+  [ "${lines[0]}" = "created img1 attached=0" ] || { echo "$output"; show_log img1; false; }
+  [[ "${lines[1]}" == "from "* ]]
+  run -0 api info img1
+  [[ "$output" == "running $REG/test/busybox@sha256:"* ]]
+  run -0 api list suite=oci
+  [ "$output" = img1 ]
+  run -0 api rm img1
+  run -0 api list suite=oci
+  [ -z "$output" ]
 }
