@@ -1114,7 +1114,7 @@ int capsa_fs_read(capsa_sandbox *sb, const char *path, uint8_t **data, size_t *l
     fs_end(&conn, &g);
     if (rc < 0) {
         if (err && err->code == EFBIG)
-            capsa_err_prefix(err, "fs read %.200s: larger than max (%zu bytes)", path, max);
+            capsa_err_set(err, EFBIG, "fs read %.200s: larger than max (%zu bytes)", path, max);
         return -1;
     }
     if (*len > max) { /* capsa_fsc_read_max bounds it; belt and braces */
