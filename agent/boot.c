@@ -29,8 +29,8 @@
 #include "common/cleanup.h"
 #include "common/err.h"
 
-#define PORT_NAME  "capsa.agent"
-#define NEWROOT    "/newroot"
+#define PORT_NAME "capsa.agent"
+#define NEWROOT   "/newroot"
 /* Shared folders: cache=mmap, so host and guest see each other's changes at once
  * (every lookup and write is a round trip to QEMU). The root of a directory-rooted
  * sandbox: cache=loose, so lookups, attributes and file pages stay cached in the
@@ -195,8 +195,8 @@ static int mount_runtime(const char *prefix, capsa_err *err)
     return 0;
 }
 
-static int mount_9p_opts(const char *tag, const char *target, unsigned long flags,
-                         const char *opts, capsa_err *err)
+static int mount_9p_opts(const char *tag, const char *target, unsigned long flags, const char *opts,
+                         capsa_err *err)
 {
     if (mkdir_p(target, 0755) < 0)
         return capsa_err_set(err, errno, "mkdir %s: %s", target, strerror(errno));

@@ -64,7 +64,7 @@ int capsa_mkdir_p(const char *path, mode_t mode, capsa_err *err)
     if (n == 0 || n >= sizeof(tmp))
         return capsa_err_set(err, ENAMETOOLONG, "mkdir %s: bad path length", path);
     memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; ; p++) {
+    for (char *p = tmp + 1;; p++) {
         if (*p == '/' || *p == '\0') {
             char c = *p;
             *p = '\0';

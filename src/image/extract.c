@@ -752,7 +752,8 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
                       char diff_id[CAPSA_DIGEST_MAX], struct capsa_layer_stats *stats,
                       capsa_err *err)
 {
-    return capsa_layer_apply_stream(rootfd, capsa_layer_fd_read, &blobfd, comp, diff_id, stats, err);
+    return capsa_layer_apply_stream(rootfd, capsa_layer_fd_read, &blobfd, comp, diff_id, stats,
+                                    err);
 }
 
 static int walk(struct ctx *cp, enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],

@@ -750,8 +750,9 @@ static int status_error(struct capsa_registry *r, const char *what, const char *
  * host[:port], or by Docker's URL forms ("https://host", "https://index.docker.io/v1/"). */
 static bool creds_from_file(struct capsa_registry *r, const char *path, bool must_be_private)
 {
-    static const char *const pre[] = {"", "https://", "http://", "https://"},
-                             *const post[] = {"", "", "", "/v1/"};
+    static const char *const pre[] = {"", "https://", "http://", "https://"}, *const post[] = {
+                                                                                  "", "", "",
+                                                                                  "/v1/"};
     json_t *root, *auths, *ent = NULL;
     struct stat st;
     char key[600];
@@ -809,8 +810,7 @@ static void load_creds(struct capsa_registry *r, const struct capsa_registry_opt
         r->have_creds = true;
         return;
     }
-    if (capsa_path(path, sizeof(path), NULL, "auth.json") == 0 &&
-        creds_from_file(r, path, true))
+    if (capsa_path(path, sizeof(path), NULL, "auth.json") == 0 && creds_from_file(r, path, true))
         return;
     if ((d = getenv("DOCKER_CONFIG")) && *d)
         snprintf(path, sizeof(path), "%s/config.json", d);

@@ -52,7 +52,8 @@ uint32_t capsa_agentc_new_stream(struct capsa_agentc *c)
 int capsa_agentc_send(struct capsa_agentc *c, uint32_t stream, uint16_t type, uint16_t flags,
                       const void *payload, size_t len, capsa_err *err)
 {
-    struct capsa_frame_hdr h = {.len = (uint32_t)len, .stream = stream, .type = type, .flags = flags};
+    struct capsa_frame_hdr h = {
+        .len = (uint32_t)len, .stream = stream, .type = type, .flags = flags};
     size_t need;
 
     if (len > CAPSA_FRAME_MAX_PAYLOAD)
@@ -85,8 +86,8 @@ int capsa_agentc_send(struct capsa_agentc *c, uint32_t stream, uint16_t type, ui
     return 0;
 }
 
-int capsa_agentc_send_json(struct capsa_agentc *c, uint32_t stream, uint16_t type,
-                           uint16_t flags, json_t *obj, capsa_err *err)
+int capsa_agentc_send_json(struct capsa_agentc *c, uint32_t stream, uint16_t type, uint16_t flags,
+                           json_t *obj, capsa_err *err)
 {
     char *s = json_dumps(obj, JSON_COMPACT);
     int ret;
@@ -172,8 +173,7 @@ int capsa_agentc_wait_frame(struct capsa_agentc *c, int timeout_ms, struct capsa
             return capsa_err_set(err, EPIPE, "agent channel: the guest closed the channel");
         if (capsa_agentc_flush(c, false, err) < 0)
             return -1;
-        struct pollfd p = {.fd = c->fd,
-                           .events = POLLIN | (capsa_agentc_pending(c) ? POLLOUT : 0)},
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | (capsa_agentc_pending(c) ? POLLOUT : 0)},
                       cp = {.fd = c->cancel_fd, .events = POLLIN};
         int wait = -1;
         if (timeout_ms >= 0) {

@@ -38,8 +38,8 @@ uint32_t capsa_agentc_new_stream(struct capsa_agentc *c);
 
 int capsa_agentc_send(struct capsa_agentc *c, uint32_t stream, uint16_t type, uint16_t flags,
                       const void *payload, size_t len, capsa_err *err);
-int capsa_agentc_send_json(struct capsa_agentc *c, uint32_t stream, uint16_t type,
-                           uint16_t flags, json_t *obj, capsa_err *err);
+int capsa_agentc_send_json(struct capsa_agentc *c, uint32_t stream, uint16_t type, uint16_t flags,
+                           json_t *obj, capsa_err *err);
 size_t capsa_agentc_pending(const struct capsa_agentc *c);
 /* Write queued bytes; with block=true until the queue is empty. */
 int capsa_agentc_flush(struct capsa_agentc *c, bool block, capsa_err *err);

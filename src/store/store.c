@@ -566,7 +566,8 @@ int capsa_store_check_name(const char *what, const char *name, capsa_err *err)
         return capsa_err_set(err, EINVAL, "%s: %zu bytes long, at most %d allowed", what, n,
                              CAPSA_NAME_MAX);
     if ((why = capsa_name_problem(name, &at)))
-        return capsa_err_set(err, EINVAL, "%s '%.128s': character %zu (0x%02x) not allowed: name %s", what, name,
+        return capsa_err_set(err, EINVAL,
+                             "%s '%.128s': character %zu (0x%02x) not allowed: name %s", what, name,
                              at, (unsigned char)name[at], why);
     return 0;
 }

@@ -71,8 +71,8 @@ bool capsa_supervisor_alive(pid_t pid, void *ctx)
 
 int capsa_sandbox_reap(struct capsa_store *store, capsa_err *err)
 {
-    struct capsa_store_sandbox_filter f = {
-        .status_mask = CAPSA_SB(STARTING) | CAPSA_SB(RUNNING) | CAPSA_SB(STOPPING)};
+    struct capsa_store_sandbox_filter f = {.status_mask = CAPSA_SB(STARTING) | CAPSA_SB(RUNNING) |
+                                                          CAPSA_SB(STOPPING)};
     struct capsa_store_sandbox *v = NULL, now;
     struct capsa_sandbox_paths p;
     size_t n = 0, nv = 0;

@@ -64,7 +64,7 @@ struct capsa_sandbox_create_opts {
     json_t *spec;                           /* SandboxSpec seed (borrowed); its name is replaced */
     const struct capsa_store_label *labels; /* merged over spec.labels */
     size_t n_labels;
-    bool replace;  /* remove an existing sandbox of that name first (stopping it) */
+    bool replace; /* remove an existing sandbox of that name first (stopping it) */
     /* --replace-with-timeout: how long the old one gets to stop gracefully (0: killed at
      * once); unset: the stop default */
     bool replace_timeout_set;
