@@ -329,19 +329,6 @@ static struct node *walk_dir(struct capsa_erofs *w, const char *dir, bool create
     return cur;
 }
 
-static void split(const char *path, char *dir, size_t dlen, const char **name)
-{
-    const char *slash = strrchr(path, '/');
-
-    if (!slash) {
-        dir[0] = '\0';
-        *name = path;
-        return;
-    }
-    snprintf(dir, dlen, "%.*s", (int)(slash - path), path);
-    *name = slash + 1;
-}
-
 /* ---- entry metadata ------------------------------------------------------------------- */
 
 static int set_xattrs(struct node *n, struct archive_entry *e, const char *path, capsa_err *err)
@@ -534,7 +521,7 @@ static int on_entry(void *ctx, struct archive *a, struct archive_entry *e, capsa
             return set_meta(w->root, e, S_IFDIR, "/", err);
         return 0;
     }
-    split(path, dir, sizeof(dir), &name);
+    capsa_layer_path_split(path, dir, sizeof(dir), &name);
     if (!strncmp(name, WH_PREFIX, 4)) {
         if (!strcmp(name, WH_OPAQUE))
             return apply_opaque(w, dir, path, err);
@@ -552,7 +539,7 @@ static int on_entry(void *ctx, struct archive *a, struct archive_entry *e, capsa
             return capsa_err_prefix(err, "%s", path);
         if (!target[0])
             return capsa_err_set(err, EPERM, "%s: hardlink to the root directory", path);
-        split(target, tdir, sizeof(tdir), &tname);
+        capsa_layer_path_split(target, tdir, sizeof(tdir), &tname);
         td = walk_dir(w, tdir, false, path, err);
         if (!td)
             return capsa_err_prefix(err, "hardlink target %s", target);

@@ -331,8 +331,7 @@ static int open_dir(struct ctx *c, const char *dir, bool create, const char *ent
     return steal_fd(&cur);
 }
 
-/* Split "a/b/c" into dir "a/b" and name "c" (in place copies). */
-static void split(const char *path, char *dir, size_t dlen, const char **name)
+void capsa_layer_path_split(const char *path, char *dir, size_t dlen, const char **name)
 {
     const char *slash = strrchr(path, '/');
 
@@ -600,7 +599,7 @@ static int make_hardlink(struct ctx *c, int dirfd, const char *name, const char 
         return capsa_err_prefix(err, "%s", path);
     if (!target[0])
         return capsa_err_set(err, EPERM, "%s: hardlink to the root directory", path);
-    split(target, tdir, sizeof(tdir), &tname);
+    capsa_layer_path_split(target, tdir, sizeof(tdir), &tname);
     tfd = open_dir(c, tdir, false, path, err);
     if (tfd < 0)
         return capsa_err_prefix(err, "hardlink target %s", target);
@@ -694,7 +693,7 @@ static int apply_entry(struct ctx *c, struct archive_entry *e, capsa_err *err)
         }
         return 0;
     }
-    split(path, dir, sizeof(dir), &name);
+    capsa_layer_path_split(path, dir, sizeof(dir), &name);
     if (!strncmp(name, WH_PREFIX, 4)) {
         if (!strcmp(name, WH_OPAQUE))
             return apply_opaque(c, dir, path, err);
@@ -739,7 +738,7 @@ static void apply_dir_times(struct ctx *c)
         char dir[PATH_LIMIT + 1];
         const char *name;
         capsa_err e = {0};
-        split(c->dirs[i].path, dir, sizeof(dir), &name);
+        capsa_layer_path_split(c->dirs[i].path, dir, sizeof(dir), &name);
         int fd = open_dir(c, dir, false, c->dirs[i].path, &e);
         if (fd >= 0) {
             utimensat(fd, name, c->dirs[i].ts, AT_SYMLINK_NOFOLLOW);

@@ -37,6 +37,9 @@ int capsa_layer_apply(int rootfd, int blobfd, enum capsa_layer_compression comp,
 typedef ssize_t (*capsa_layer_read_fn)(void *ctx, void *buf, size_t len, capsa_err *err);
 /* A capsa_layer_read_fn reading a file descriptor (ctx points to the int fd). */
 ssize_t capsa_layer_fd_read(void *ctx, void *buf, size_t len, capsa_err *err);
+/* Split a normalised path "a/b/c" into dir "a/b" (copied into DIR) and name "c" (points into
+ * PATH); a path without '/' gives dir "". */
+void capsa_layer_path_split(const char *path, char *dir, size_t dlen, const char **name);
 int capsa_layer_apply_stream(int rootfd, capsa_layer_read_fn fn, void *fn_ctx,
                              enum capsa_layer_compression comp, char diff_id[CAPSA_DIGEST_MAX],
                              struct capsa_layer_stats *stats, capsa_err *err);
