@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -16,6 +17,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "image/blobs.h"
 #include "lib/agentc.h"
 #include "lib/rootfs.h"
 #include "spec/spec.h"
@@ -729,8 +731,9 @@ int capsa_sandbox_create_named(struct capsa_store *store, const struct capsa_san
     const char *k;
     struct stat st;
     char *cfg = NULL, *image_ref = NULL;
+    _cleanup_close_ int gc_lock = -1;
     size_t nl = 0;
-    int ret = -1;
+    int ret = -1, rc;
 
     if (o->watch_fd)
         *o->watch_fd = -1;
@@ -761,6 +764,10 @@ int capsa_sandbox_create_named(struct capsa_store *store, const struct capsa_san
     if (check_supported(sp->doc, sp, err) < 0)
         goto out;
     if (sp->image.kind != CAPSA_IMAGE_BIND) {
+        /* the image store's gc lock, shared, from resolving the image until the row that pins
+         * it exists: an `image prune` (exclusive) cannot delete it in between */
+        if (capsa_images_init(err) < 0 || (gc_lock = capsa_images_lock("gc", LOCK_SH, err)) < 0)
+            goto out;
         if (resolve_create_root(sp, o->pull, &image_ref, err) < 0)
             goto out;
     } else if (!realpath(sp->image.path, root) || stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -807,7 +814,12 @@ int capsa_sandbox_create_named(struct capsa_store *store, const struct capsa_san
     nw.image_ref = image_ref;
     nw.labels = labels;
     nw.n_labels = nl;
-    if (capsa_store_sandbox_insert(store, &nw, NULL, err) < 0) {
+    rc = capsa_store_sandbox_insert(store, &nw, NULL, err);
+    if (gc_lock >= 0) {
+        close(gc_lock);
+        gc_lock = -1;
+    }
+    if (rc < 0) {
         if (err && err->code == EEXIST)
             capsa_err_set(err, EEXIST, "sandbox %s already exists (use --replace to replace it)",
                           o->name);

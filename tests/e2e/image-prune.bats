@@ -288,6 +288,23 @@ refs() { capsa image ls -q | sort | tr '\n' ' '; }
   [[ "$stderr" == *"waiting for the pulls and loads in progress"* ]]
 }
 
+@test "create holds the gc lock (shared) from resolving its image until its row exists" {
+  hold "$IMG/locks/gc.lock" -x 300 # what a running prune holds
+  timeout 600 "$CAPSA_BIN" create --insecure --name gcwait -m 128M "$REG/test/busybox" \
+    >"$BATS_TEST_TMPDIR/c.out" 2>&1 &
+  cpid=$!
+  sleep 2
+  kill -0 "$cpid" # still waiting for the lock
+  ! capsa ls -q | grep -qx gcwait
+  kill "$HOLDER_PID"
+  wait "$HOLDER_PID" 2>/dev/null || true
+  HOLDER_PID=
+  wait "$cpid" || { cat "$BATS_TEST_TMPDIR/c.out"; false; }
+  capsa ls -q | grep -qx gcwait
+  run timeout 120 "$CAPSA_BIN" rm -f gcwait
+  [ "$status" -eq 0 ]
+}
+
 @test "pulls racing prunes: every pull that succeeds leaves a whole image" {
   for i in 1 2 3; do
     capsa pull -q --insecure "$REG/test/layers" >/dev/null &
