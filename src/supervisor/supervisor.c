@@ -878,6 +878,16 @@ static void metrics_sample(struct sup *s, uint64_t now)
                   (json_int_t)ps.read_bytes, "disk_write_bytes", (json_int_t)ps.write_bytes,
                   "net_rx_bytes", (json_int_t)0, "net_tx_bytes", (json_int_t)0, "uptime_secs",
                   (json_int_t)((now - s->t_start_us) / 1000000u));
+    {
+        /* the managed upper disk: what it takes on the host (a sparse file grows as the guest
+         * writes); no managed upper (directory root, tmpfs, user disk): absent */
+        char up[4200];
+        struct stat ust;
+        snprintf(up, sizeof(up), "%s/upper.ext4", s->paths.dir);
+        if (j && stat(up, &ust) == 0 && S_ISREG(ust.st_mode))
+            json_object_set_new(j, "upper_host_allocated_bytes",
+                                json_integer((json_int_t)ust.st_blocks * 512));
+    }
     if (j && capsa_metrics_write(s->metrics_path, j, &err) < 0)
         log_debug("metrics: %s", err.msg);
     json_decref(j);

@@ -37,6 +37,14 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   [[ "$output" == *"overlay / overlay"* ]]
   [[ "$output" == *"exec-ok"* ]]
   [ -f "$(sbdir img)/upper.ext4" ]
+  # metrics report what the sparse managed upper takes on the host (sampled every second)
+  for i in $(seq 50); do
+    v=$(capsa metrics img --format json | jq '.[0].upper_host_allocated_bytes')
+    [ "$v" -gt 0 ] && break
+    sleep 0.2
+  done
+  [ "$v" -gt 0 ]
+  [ "$v" -le "$(($(stat -c %b "$(sbdir img)/upper.ext4") * 512))" ]
 }
 
 @test "a file written survives stop/start (persistent upper); the upper stays clean" {
