@@ -64,6 +64,20 @@ int capsa_image_canonical(const char *ref, char *buf, size_t len, capsa_err *err
     return 0;
 }
 
+/* The config must describe the manifest's layers (one diff_id each) of a Linux image. */
+static int check_config(const struct capsa_manifest *m, const struct capsa_image_config *cfg,
+                        const char *reference, capsa_err *err)
+{
+    if (cfg->n_diff_ids != m->n_layers)
+        return capsa_err_set(err, EINVAL,
+                             "%s: the manifest has %zu layers but the config lists %zu diff_ids",
+                             reference, m->n_layers, cfg->n_diff_ids);
+    if (cfg->os[0] && strcmp(cfg->os, "linux") != 0)
+        return capsa_err_set(err, EINVAL, "%s: image is for os '%s', not linux", reference,
+                             cfg->os);
+    return 0;
+}
+
 static int fill_paths(struct capsa_image_info *info, capsa_err *err)
 {
     if (capsa_images_path(info->dir, sizeof(info->dir), err, "disks/%s",
@@ -618,13 +632,8 @@ int capsa_image_pull(const char *refstr, const struct capsa_image_pull_opts *opt
 
     if (get_config(reg, &m.config, opts->force, &cfg, err) < 0)
         return capsa_err_prefix(err, "%s", info.reference);
-    if (cfg.n_diff_ids != m.n_layers)
-        return capsa_err_set(err, EINVAL,
-                             "%s: the manifest has %zu layers but the config lists %zu diff_ids",
-                             info.reference, m.n_layers, cfg.n_diff_ids);
-    if (cfg.os[0] && strcmp(cfg.os, "linux") != 0)
-        return capsa_err_set(err, EINVAL, "%s: image is for os '%s', not linux", info.reference,
-                             cfg.os);
+    if (check_config(&m, &cfg, info.reference, err) < 0)
+        return -1;
     if (cfg.arch[0] && strcmp(cfg.arch, capsa_host_arch()) != 0)
         log_warn("%s: image architecture is %s, this host is %s", info.reference, cfg.arch,
                  capsa_host_arch());
@@ -776,13 +785,8 @@ int capsa_image_install(const char *refstr, const char *body, size_t len,
                              m.config.digest, config_len, (long long)m.config.size);
     if (capsa_image_config_parse(config_body, config_len, &cfg, err) < 0)
         return capsa_err_prefix(err, "%s", info.reference);
-    if (cfg.n_diff_ids != m.n_layers)
-        return capsa_err_set(err, EINVAL,
-                             "%s: the manifest has %zu layers but the config lists %zu diff_ids",
-                             info.reference, m.n_layers, cfg.n_diff_ids);
-    if (cfg.os[0] && strcmp(cfg.os, "linux") != 0)
-        return capsa_err_set(err, EINVAL, "%s: image is for os '%s', not linux", info.reference,
-                             cfg.os);
+    if (check_config(&m, &cfg, info.reference, err) < 0)
+        return -1;
     size = m.config.size;
     for (size_t i = 0; i < m.n_layers; i++)
         size += m.layers[i].size;
