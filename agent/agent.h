@@ -96,6 +96,11 @@ struct agent {
     struct timespec t0; /* agent start, for boot_ms */
 };
 
+/* Boot timeline: agent_mark(name) records the time since the kernel started (CLOCK_MONOTONIC)
+ * under a static name; READY reports the marks as {"marks_us": {name: us}}. */
+void agent_mark(const char *name);
+json_t *agent_marks_json(void);
+
 /* loop.c */
 int agent_send(struct agent *a, uint32_t stream, uint16_t type, uint16_t flags, const void *p,
                size_t n);

@@ -359,13 +359,34 @@ static int mount_blockdev(const char *dev, const char *target, const char *fstyp
                          dev, target, strerror(last));
 }
 
+/* The image's lower disk is read through the host's page cache, where a larger window costs
+ * little and saves round trips: the first exec of a 2 MB binary from it took ~9 ms less
+ * under TCG with 1 MiB than with the kernel's 128 KiB. Best effort. */
+#define LOWER_READ_AHEAD_KB "1024"
+
+static void set_read_ahead(const char *dev, const char *kb)
+{
+    char path[128];
+    int fd;
+
+    snprintf(path, sizeof(path), "/sys/block/%s/queue/read_ahead_kb", dev + strlen("/dev/"));
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, kb, strlen(kb)) < 0)
+        agent_dbg("%s: %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 static int switch_root_overlay(const struct agent_boot *b, capsa_err *err)
 {
     char dev[64], opts[256];
 
-    if (find_blockdev(b->root_lower.serial, dev, sizeof(dev), err) < 0 ||
-        mount_blockdev(dev, LOWER_DIR, b->root_lower.fstype, MS_RDONLY, err) < 0)
+    if (find_blockdev(b->root_lower.serial, dev, sizeof(dev), err) < 0)
         return capsa_err_prefix(err, "root lower");
+    set_read_ahead(dev, LOWER_READ_AHEAD_KB);
+    if (mount_blockdev(dev, LOWER_DIR, b->root_lower.fstype, MS_RDONLY, err) < 0)
+        return capsa_err_prefix(err, "root lower");
+    agent_mark("lower");
     if (b->root_upper_tmpfs) {
         char size[48] = "";
         if (b->root_upper_size_mib)
@@ -381,10 +402,12 @@ static int switch_root_overlay(const struct agent_boot *b, capsa_err *err)
     if ((mkdir(UPPER_DIR "/upper", 0755) < 0 && errno != EEXIST) ||
         (mkdir(UPPER_DIR "/work", 0700) < 0 && errno != EEXIST))
         return capsa_err_set(err, errno, "root upper: mkdir upper/ or work/: %s", strerror(errno));
+    agent_mark("upper");
     if (do_mount("overlay", NEWROOT, "overlay", 0,
                  "lowerdir=" LOWER_DIR ",upperdir=" UPPER_DIR "/upper,workdir=" UPPER_DIR "/work",
                  err) < 0)
         return capsa_err_prefix(err, "root overlay");
+    agent_mark("overlay");
     keep_roots();
     return switch_root(err);
 }

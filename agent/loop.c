@@ -193,6 +193,32 @@ static void sweep_streams(struct agent *a)
 
 /* ---- dispatch ---- */
 
+static struct {
+    const char *name;
+    long long us;
+} marks[16];
+static size_t n_marks;
+
+void agent_mark(const char *name)
+{
+    struct timespec now;
+
+    if (n_marks == ARRAY_SIZE(marks))
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    marks[n_marks].name = name;
+    marks[n_marks++].us = now.tv_sec * 1000000LL + now.tv_nsec / 1000;
+}
+
+json_t *agent_marks_json(void)
+{
+    json_t *j = json_object();
+
+    for (size_t i = 0; j && i < n_marks; i++)
+        json_object_set_new(j, marks[i].name, json_integer((json_int_t)marks[i].us));
+    return j;
+}
+
 static void send_ready(struct agent *a)
 {
     struct timespec now;
@@ -200,7 +226,10 @@ static void send_ready(struct agent *a)
 
     clock_gettime(CLOCK_MONOTONIC, &now);
     ms = (now.tv_sec - a->t0.tv_sec) * 1000LL + (now.tv_nsec - a->t0.tv_nsec) / 1000000;
-    agent_send_json(a, 0, CAPSA_MSG_READY, json_pack("{s:I}", "boot_ms", (json_int_t)ms));
+    agent_mark("ready");
+    agent_send_json(a, 0, CAPSA_MSG_READY,
+                    json_pack("{s:I, s:o*}", "boot_ms", (json_int_t)ms, "marks_us",
+                              a->pid1 ? agent_marks_json() : NULL));
 }
 
 static void handle_boot(struct agent *a, const uint8_t *p, size_t n)
@@ -212,6 +241,7 @@ static void handle_boot(struct agent *a, const uint8_t *p, size_t n)
         agent_send_error(a, 0, "bad_frame", 0, "boot: the agent has already booted");
         return;
     }
+    agent_mark("boot_msg");
     if (agent_parse_boot(p, n, &b, &err) < 0) {
         a->state = AGENT_BOOT_FAILED;
         agent_send_error(a, 0, "boot_failed", 0, "%s", err.msg);

@@ -115,7 +115,9 @@ int main(int argc, char **argv)
         /* boot_ms counts from the kernel's start: CLOCK_MONOTONIC's zero */
         a.t0.tv_sec = 0;
         a.t0.tv_nsec = 0;
+        agent_mark("agent");
         a.chan_fd = agent_boot_early(&err);
+        agent_mark("port");
         if (a.chan_fd < 0) {
             agent_log("early boot failed: %s", err.msg);
             agent_poweroff(&a);

@@ -246,10 +246,12 @@ static int run_in_vm(struct run_opts *o, const char *run_dir, int *status)
     rs.pull_policy = o->pull_policy;
     rs.pull = &po;
     rs.state_dir = run_dir; /* ephemeral: the upper goes with the run directory */
+    rs.scratch = true;
     if (capsa_rootfs_resolve(&rs, &root, &err) < 0) {
         cli_fail("run: %s", err.msg);
         return -1;
     }
+    log_debug("root resolved");
     if (root.kind != CAPSA_ROOTFS_IMAGE && o->root_disk_set) {
         cli_fail("run: --root-disk applies to images only ('%s' is a %s)", o->rootfs,
                  root.kind == CAPSA_ROOTFS_DIR ? "directory" : "disk image");

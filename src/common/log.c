@@ -1,8 +1,10 @@
-/* log.c - leveled logging to stderr. Default level: warn. */
+/* log.c - leveled logging to stderr. Default level: warn. Debug and trace lines carry the
+ * milliseconds since the program was loaded, so a debug run doubles as a timeline. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -57,6 +59,23 @@ void capsa_log_init_from_env(void)
     cur_level = (enum capsa_log_level)lvl;
 }
 
+static struct timespec t_start;
+
+__attribute__((constructor)) static void log_note_start(void)
+{
+    clock_gettime(CLOCK_MONOTONIC, &t_start);
+}
+
+/* Milliseconds since the program was loaded. */
+static double since_start_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t_start.tv_sec) * 1000.0 +
+           (double)(now.tv_nsec - t_start.tv_nsec) / 1e6;
+}
+
 void capsa_log(enum capsa_log_level lvl, const char *fmt, ...)
 {
     char buf[2048];
@@ -69,6 +88,8 @@ void capsa_log(enum capsa_log_level lvl, const char *fmt, ...)
     va_end(ap);
     if (lvl == CAPSA_LOG_INFO)
         fprintf(stderr, "%s: %s\n", ident, buf);
+    else if (lvl >= CAPSA_LOG_DEBUG)
+        fprintf(stderr, "%s: %s: +%.1f ms: %s\n", ident, level_names[lvl], since_start_ms(), buf);
     else
         fprintf(stderr, "%s: %s: %s\n", ident, level_names[lvl], buf);
     if (log_hook)

@@ -225,6 +225,29 @@ static int guest_error(const uint8_t *payload, size_t len, const char *what, cap
     return -1;
 }
 
+/* At debug level: the guest's boot timeline from READY's marks_us (microseconds since the
+ * guest kernel started), in the order they were taken. */
+static void log_ready_marks(const uint8_t *p, size_t n)
+{
+    char line[512];
+    size_t len = 0;
+    const char *k;
+    json_t *j, *m, *v;
+
+    if (capsa_log_get_level() < CAPSA_LOG_DEBUG || !(j = json_loadb((const char *)p, n, 0, NULL)))
+        return;
+    m = json_object_get(j, "marks_us");
+    json_object_foreach(m, k, v)
+    {
+        if (json_is_integer(v) && len < sizeof(line))
+            len += (size_t)snprintf(line + len, sizeof(line) - len, " %.40s %.1f", k,
+                                    (double)json_integer_value(v) / 1000.0);
+    }
+    if (len)
+        log_debug("guest boot timeline (ms since its kernel started):%s", line);
+    json_decref(j);
+}
+
 int capsa_agentc_handshake(struct capsa_agentc *c, json_t *boot, int timeout_ms, capsa_err *err)
 {
     struct capsa_frame_hdr h;
@@ -253,6 +276,7 @@ int capsa_agentc_handshake(struct capsa_agentc *c, json_t *boot, int timeout_ms,
         return capsa_err_set(err, EPROTO,
                              "agent speaks protocol version %lld, this capsa speaks %d",
                              (long long)ver, CAPSA_PROTO_VERSION);
+    log_debug("agent said hello; sending the boot message");
     if (capsa_agentc_send_json(c, 0, CAPSA_MSG_BOOT, 0, boot, err) < 0)
         return -1;
     for (;;) {
@@ -260,8 +284,10 @@ int capsa_agentc_handshake(struct capsa_agentc *c, json_t *boot, int timeout_ms,
             return capsa_err_prefix(err, "waiting for the guest to boot");
         if (h.stream != 0)
             continue;
-        if (h.type == CAPSA_MSG_READY)
+        if (h.type == CAPSA_MSG_READY) {
+            log_ready_marks(p, h.len);
             return 0;
+        }
         if (h.type == CAPSA_MSG_ERROR)
             return guest_error(p, h.len, "guest boot failed", err);
     }

@@ -128,6 +128,9 @@ static int on_frame(struct capsa_agentc *c, const struct capsa_exec_opts *o,
     case CAPSA_MSG_STDOUT:
     case CAPSA_MSG_STDERR: {
         int fd = h->type == CAPSA_MSG_STDOUT ? o->stdout_fd : o->stderr_fd;
+        if (res->output_bytes == 0 && h->len)
+            log_debug("exec: first output");
+        res->output_bytes += h->len;
         if (fd >= 0 && write_all_fd(fd, p, h->len) < 0 && errno != EPIPE)
             return capsa_err_set(err, errno, "writing command output: %s", strerror(errno));
         return 0;
@@ -136,6 +139,7 @@ static int on_frame(struct capsa_agentc *c, const struct capsa_exec_opts *o,
         j = capsa_agentc_parse_json(p, h->len, NULL);
         res->pid = j ? json_int_field(j, "pid", 0) : 0;
         json_decref(j);
+        log_debug("exec: started as guest pid %d", res->pid);
         return 0;
     case CAPSA_MSG_EXITED:
         j = capsa_agentc_parse_json(p, h->len, err);
@@ -208,8 +212,9 @@ int capsa_exec_run(struct capsa_agentc *c, const struct capsa_exec_opts *o,
         if (rc < 0)
             return -1;
         if (c->eof)
-            return capsa_err_set(err, EPIPE, "exec: the guest closed the channel before the "
-                                             "command finished (did the VM die?)");
+            return capsa_err_set(err, EPIPE,
+                                 "exec: the guest closed the channel before the "
+                                 "command finished (did the VM die?)");
         if (capsa_agentc_flush(c, false, err) < 0)
             return -1;
 

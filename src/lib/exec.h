@@ -22,13 +22,13 @@ struct capsa_exec_opts {
     json_t *rlimits;   /* array of {resource, soft, hard}, or NULL */
     bool tty;
     int rows, cols;
-    int stdin_fd;          /* -1: the command's stdin is /dev/null */
-    int stdout_fd;         /* where guest stdout goes */
-    int stderr_fd;         /* where guest stderr goes */
-    uint64_t timeout_ms;   /* 0: none */
-    int signal_fd;         /* signalfd for SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH, or -1 */
-    int winsize_fd;        /* terminal to read the window size from on SIGWINCH, or -1 */
-    int detach_key;        /* byte that detaches a tty session (ctrl-] = 0x1d), or -1 */
+    int stdin_fd;        /* -1: the command's stdin is /dev/null */
+    int stdout_fd;       /* where guest stdout goes */
+    int stderr_fd;       /* where guest stderr goes */
+    uint64_t timeout_ms; /* 0: none */
+    int signal_fd;       /* signalfd for SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH, or -1 */
+    int winsize_fd;      /* terminal to read the window size from on SIGWINCH, or -1 */
+    int detach_key;      /* byte that detaches a tty session (ctrl-] = 0x1d), or -1 */
 };
 
 enum capsa_exec_end {
@@ -45,6 +45,7 @@ struct capsa_exec_result {
     int signal; /* 0 unless killed by a signal */
     char fail_kind[32];
     char message[512];
+    uint64_t output_bytes; /* stdout + stderr bytes received */
 };
 
 int capsa_exec_run(struct capsa_agentc *c, const struct capsa_exec_opts *o,

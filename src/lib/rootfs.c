@@ -211,8 +211,13 @@ out:
 
 /* ---- upper disk ---- */
 
-/* Format path (a new file) as ext4 of size_mib with mkfs.ext4. */
-static int mkfs_upper(const char *path, uint64_t size_mib, capsa_err *err)
+/* Format path (a new file) as ext4 of size_mib with mkfs.ext4. A scratch upper (one that
+ * dies with its run) has neither journal nor metadata checksums: there is nothing to recover
+ * or to keep after a crash, and under TCG the guest's first use of that code is translated
+ * for every run (~5-10 ms for jbd2, ~7 ms for crc32c at mount and first mkdir). Both kinds
+ * keep small directories and files inside their inodes (inline_data), so overlayfs'
+ * mount-time probes and a command's first small writes allocate no blocks. */
+static int mkfs_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err)
 {
     static const char *const mkfs[] = {"mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
     char *argv[] = {"mkfs.ext4",
@@ -220,6 +225,9 @@ static int mkfs_upper(const char *path, uint64_t size_mib, capsa_err *err)
                     "-F",
                     "-m",
                     "0",
+                    "-O",
+                    flags & CAPSA_UPPER_SCRATCH ? "^has_journal,^metadata_csum,inline_data"
+                                                : "inline_data",
                     "-E",
                     "root_owner=0:0,nodiscard,lazy_itable_init=1,lazy_journal_init=1",
                     (char *)path,
@@ -337,12 +345,12 @@ fail : {
 }
 }
 
-/* Formatting costs a mkfs.ext4 run per sandbox (~15-30 ms); a pristine upper of each size is
- * made once under $CAPSA_HOME/cache/upper/ and copied. The name carries the mkfs options'
- * version: change UPPER_TEMPLATE_VERSION with them. */
-#define UPPER_TEMPLATE_VERSION 1
+/* Formatting costs a mkfs.ext4 run per sandbox (~15-30 ms); a pristine upper of each size and
+ * kind is made once under $CAPSA_HOME/cache/upper/ and copied. The name carries the mkfs
+ * options' version: change UPPER_TEMPLATE_VERSION with them. */
+#define UPPER_TEMPLATE_VERSION 3
 
-int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, capsa_err *err)
+int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err)
 {
     char dir[PATH_MAX], tmpl[PATH_MAX + 64], tmp[PATH_MAX + 96];
     struct stat st;
@@ -352,13 +360,13 @@ int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, capsa_err *err)
         size_mib = CAPSA_ROOT_DISK_DEFAULT_MIB;
     if (capsa_path(dir, sizeof(dir), &e, "cache/upper") < 0 || capsa_mkdir_p(dir, 0700, &e) < 0)
         goto direct;
-    snprintf(tmpl, sizeof(tmpl), "%s/ext4-%llum-v%d.img", dir, (unsigned long long)size_mib,
-             UPPER_TEMPLATE_VERSION);
+    snprintf(tmpl, sizeof(tmpl), "%s/ext4-%llum-v%d%s.img", dir, (unsigned long long)size_mib,
+             UPPER_TEMPLATE_VERSION, flags & CAPSA_UPPER_SCRATCH ? "-scratch" : "");
     if (lstat(tmpl, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != (off_t)(size_mib << 20)) {
         /* made under a private name and renamed: a template is whole or absent */
         snprintf(tmp, sizeof(tmp), "%s.%d.tmp", tmpl, (int)getpid());
         unlink(tmp);
-        if (mkfs_upper(tmp, size_mib, err) < 0)
+        if (mkfs_upper(tmp, size_mib, flags, err) < 0)
             return -1;
         if (rename(tmp, tmpl) < 0) {
             unlink(tmp);
@@ -371,7 +379,7 @@ int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, capsa_err *err)
         return capsa_err_set(err, e.code, "%s", e.msg);
     log_debug("upper template %s: %s; formatting %s directly", tmpl, e.msg, path);
 direct:
-    return mkfs_upper(path, size_mib, err);
+    return mkfs_upper(path, size_mib, flags, err);
 }
 
 /* ---- resolve ---- */
@@ -493,7 +501,8 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
             if (errno != ENOENT)
                 return capsa_err_set(err, errno, "root disk %s: %s", r->upper_path,
                                      strerror(errno));
-            if (capsa_rootfs_make_upper(r->upper_path, rd->size_mib, err) < 0)
+            if (capsa_rootfs_make_upper(r->upper_path, rd->size_mib,
+                                        spec->scratch ? CAPSA_UPPER_SCRATCH : 0, err) < 0)
                 return -1;
             r->upper_created = true;
         } else if (!S_ISREG(st.st_mode)) {

@@ -60,6 +60,7 @@ struct capsa_rootfs_spec {
     enum capsa_pull_policy pull_policy;
     const struct capsa_image_pull_opts *pull; /* insecure, ca_certs, progress; NULL: defaults */
     const char *state_dir; /* where a managed upper.ext4 lives (sandbox dir or run dir) */
+    bool scratch;          /* the upper dies with the run (capsa run without --name) */
 };
 
 enum capsa_rootfs_kind {
@@ -93,8 +94,10 @@ int capsa_rootfs_resolve(const struct capsa_rootfs_spec *spec, struct capsa_root
 /* Free what resolve allocated (files stay). */
 void capsa_rootfs_release(struct capsa_rootfs *r);
 
-/* Create a sparse ext4 file of size_mib at path (must not exist), root dir owned by 0:0. */
-int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, capsa_err *err);
+/* Create a sparse ext4 file of size_mib at path (must not exist), root dir owned by 0:0.
+ * CAPSA_UPPER_SCRATCH: for an upper that dies with its run (no journal). */
+#define CAPSA_UPPER_SCRATCH 1u
+int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err);
 
 /* The command to run: the image's Entrypoint followed by override when override is
  * non-empty (a CMD given by the user replaces Cmd), else Entrypoint + Cmd. ENOENT with a

@@ -149,6 +149,17 @@ static void test_env_merge(void **state)
     assert_null(m[4]);
 }
 
+/* Whether the ext4 file at path has the feature (dumpe2fs -h's "Filesystem features"). */
+static bool has_feature(const char *path, const char *feature)
+{
+    char cmd[700];
+
+    snprintf(cmd, sizeof(cmd),
+             "dumpe2fs -h %s 2>/dev/null | grep '^Filesystem features:' | grep -qw %s", path,
+             feature);
+    return system(cmd) == 0;
+}
+
 static void test_make_upper(void **state)
 {
     char path[400], cmd[600];
@@ -157,16 +168,46 @@ static void test_make_upper(void **state)
     (void)state;
 
     snprintf(path, sizeof(path), "%s/upper.ext4", tmp);
-    assert_int_equal(capsa_rootfs_make_upper(path, 1024, &err), 0);
+    assert_int_equal(capsa_rootfs_make_upper(path, 1024, 0, &err), 0);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, 1024ll << 20);
     /* sparse: a few MiB allocated for 1 GiB */
     assert_true((long long)st.st_blocks * 512 < (16ll << 20));
     snprintf(cmd, sizeof(cmd), "e2fsck -fn %s >/dev/null 2>&1", path);
     assert_int_equal(system(cmd), 0);
+    /* a sandbox's upper keeps a journal and checksums; both kinds keep small files in
+     * their inodes */
+    assert_true(has_feature(path, "has_journal"));
+    assert_true(has_feature(path, "metadata_csum"));
+    assert_true(has_feature(path, "inline_data"));
     /* never overwrites */
-    assert_int_equal(capsa_rootfs_make_upper(path, 64, &err), -1);
+    assert_int_equal(capsa_rootfs_make_upper(path, 64, 0, &err), -1);
     assert_int_equal(err.code, EEXIST);
+}
+
+/* An ephemeral run's upper dies with it: no journal, no checksums, and a template of its own
+ * (the cached journaled template of the same size is not reused for it, nor the other way
+ * round). */
+static void test_make_upper_scratch(void **state)
+{
+    char path[400], path2[400], cmd[600];
+    capsa_err err = {0};
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/scratch.ext4", tmp);
+    snprintf(path2, sizeof(path2), "%s/journaled.ext4", tmp);
+    for (int i = 0; i < 2; i++) { /* the second round copies the cached templates */
+        unlink(path);
+        unlink(path2);
+        assert_int_equal(capsa_rootfs_make_upper(path, 256, CAPSA_UPPER_SCRATCH, &err), 0);
+        assert_int_equal(capsa_rootfs_make_upper(path2, 256, 0, &err), 0);
+        snprintf(cmd, sizeof(cmd), "e2fsck -fn %s >/dev/null 2>&1", path);
+        assert_int_equal(system(cmd), 0);
+        assert_false(has_feature(path, "has_journal"));
+        assert_false(has_feature(path, "metadata_csum"));
+        assert_true(has_feature(path, "inline_data"));
+        assert_true(has_feature(path2, "has_journal"));
+    }
 }
 
 static void test_resolve_paths(void **state)
@@ -243,13 +284,10 @@ static void test_pull_never_missing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_root_disk_parse),
-        cmocka_unit_test(test_pull_policy),
-        cmocka_unit_test(test_command),
-        cmocka_unit_test(test_env_merge),
-        cmocka_unit_test(test_make_upper),
-        cmocka_unit_test(test_resolve_paths),
-        cmocka_unit_test(test_pull_never_missing),
+        cmocka_unit_test(test_root_disk_parse), cmocka_unit_test(test_pull_policy),
+        cmocka_unit_test(test_command),         cmocka_unit_test(test_env_merge),
+        cmocka_unit_test(test_make_upper),      cmocka_unit_test(test_make_upper_scratch),
+        cmocka_unit_test(test_resolve_paths),   cmocka_unit_test(test_pull_never_missing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

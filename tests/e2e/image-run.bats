@@ -41,11 +41,26 @@ assert_no_run_left() {
 }
 
 @test "the root is overlayfs: erofs lower read-only, ext4 upper writable, both by serial" {
-  run crun -q "$REG/test/busybox" -- sh -c 'cat /sys/block/vda/serial /sys/block/vdb/serial; echo; touch /newfile && echo wrote'
+  # the superblock's compat, incompat and ro_compat feature words (offset 1024 + 0x5c..0x64)
+  feat='dd if=/dev/vdb bs=4 skip=279 count=3 2>/dev/null | od -An -tx4'
+  run env CAPSA_LOG=debug "$CAPSA_BIN" run --no-tty --insecure "$REG/test/busybox" -- sh -c \
+    "cat /sys/block/vda/serial /sys/block/vdb/serial; echo; touch /newfile && echo wrote; echo features \$($feat); echo ra \$(cat /sys/block/vda/queue/read_ahead_kb)"
   [ "$status" -eq 0 ]
   [[ "$output" == *"capsa-lower"* ]]
   [[ "$output" == *"capsa-upper"* ]]
   [[ "$output" == *"wrote"* ]]
+  # the guest's timeline has the overlay root's steps
+  [[ "$output" =~ guest\ boot\ timeline.*\ lower\ [0-9.]+\ upper\ [0-9.]+\ overlay\ [0-9.]+ ]]
+  # an ephemeral run's upper is ext4 without a journal (compat bit 0x4) or metadata
+  # checksums (ro_compat 0x400), with inline_data (incompat 0x8000)
+  words=$(echo "$output" | sed -n 's/^features //p')
+  compat=$((0x$(echo "$words" | awk '{print $1}'))) incompat=$((0x$(echo "$words" | awk '{print $2}')))
+  rocompat=$((0x$(echo "$words" | awk '{print $3}')))
+  [ $((compat & 0x4)) -eq 0 ]
+  [ $((rocompat & 0x400)) -eq 0 ]
+  [ $((incompat & 0x8000)) -ne 0 ]
+  [ $((incompat & 0x2)) -ne 0 ] # filetype: it is ext4 we read
+  [[ "$output" == *"ra 1024"* ]]  # the lower's read-ahead window
 }
 
 @test "image Entrypoint + Cmd, Env, WorkingDir and User are applied" {

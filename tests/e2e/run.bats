@@ -13,10 +13,14 @@ setup_file() {
 
 crun() { timeout 300 "$CAPSA_BIN" run --no-tty "$ROOTFS" -- "$@"; }
 
-@test "run prints the command's output and exits 0" {
-  run crun echo hello from the guest
+@test "run prints the command's output and exits 0; a debug log is a timeline" {
+  run env CAPSA_LOG=debug "$CAPSA_BIN" run --no-tty "$ROOTFS" -- echo hello from the guest
   [ "$status" -eq 0 ]
   [[ "$output" == *"hello from the guest"* ]]
+  # host lines carry ms since start; the agent reports its boot marks (guest clock)
+  [[ "$output" =~ debug:\ \+[0-9]+\.[0-9]\ ms:\ agent\ said\ hello ]]
+  [[ "$output" =~ guest\ boot\ timeline.*\ agent\ [0-9.]+\ port\ [0-9.]+\ boot_msg\ [0-9.]+\ ready\ [0-9.]+ ]]
+  [[ "$output" == *"exec: first output"* ]]
 }
 
 @test "exit code 7 is passed through" {
