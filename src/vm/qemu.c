@@ -49,6 +49,14 @@ static const char machine_legacy_timers[] = "microvm,acpi=off,x-option-roms=off,
 static const char machine_acpi[] = "microvm,acpi=on,x-option-roms=off,isa-serial=off";
 
 static const char base_cmdline[] = "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1";
+/* Under TCG three boot steps cost ~400 of a ~750 ms kernel boot (docs/vm.md, measured from
+ * the guest's printk times): patching the SMP lock prefixes out for one vCPU rewrites code
+ * that QEMU must then translate again (~160 ms: noreplace-smp); calibrating and verifying
+ * the local APIC timer against the PIT busy-waits 2 x ~120 ms (noapictimer: the PIT is the
+ * clock event device, broadcast to further vCPUs; a KVM guest has the TSC deadline timer
+ * and never calibrates); and checking that the timer interrupt gets through the IO-APIC
+ * waits ~45 ms (no_timer_check). */
+static const char tcg_cmdline[] = " noreplace-smp no_timer_check noapictimer";
 
 static int64_t now_ns(void)
 {
@@ -300,8 +308,8 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
                      cfg->kernel_kind == CAPSA_VM_KERNEL_DEBIAN ? l->tsc_khz * 4 : l->tsc_khz * 10);
         else if (l->accel == CAPSA_ACCEL_TCG && l->tsc_khz)
             snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu", l->tsc_khz);
-        av_add(&a, "%s%s%s%s", base_cmdline, tsc, cfg->cmdline_extra ? " " : "",
-               cfg->cmdline_extra ? cfg->cmdline_extra : "");
+        av_add(&a, "%s%s%s%s%s", base_cmdline, l->accel == CAPSA_ACCEL_TCG ? tcg_cmdline : "", tsc,
+               cfg->cmdline_extra ? " " : "", cfg->cmdline_extra ? cfg->cmdline_extra : "");
     }
     /* virtio-serial: port 0 is the console (hvc0), port 1 the agent channel. */
     av_add(&a, "-device");

@@ -129,6 +129,7 @@ static void test_argv_tcg(void **state)
     assert_string_equal(argv_after(argv, "-initrd", 0), "/k/initramfs.cpio");
     assert_string_equal(argv_after(argv, "-append", 0),
                         "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "noreplace-smp no_timer_check noapictimer "
                         "tsc_early_khz=2300000 lpj=23000000 capsa.debug=1");
     assert_string_equal(argv_after(argv, "-chardev", 0),
                         "file,id=console,path=/run/x/console.log,append=on");
@@ -193,6 +194,9 @@ static void test_argv_kvm_shares(void **state)
     assert_string_equal(argv_after(argv2, "-fsdev", 0),
                         "local,id=fs0,path=/srv/root,security_model=none,multidevs=remap");
     assert_null(strstr(argv_after(argv2, "-append", 0), "tsc_early_khz"));
+    /* the TCG-only boot shortcuts: never under KVM */
+    assert_non_null(strstr(argv_after(argv2, "-append", 0), " noapictimer"));
+    assert_null(strstr(argv_after(argv, "-append", 0), "noapictimer"));
     /* ... and keeps the legacy timers the kernel then calibrates against */
     assert_string_equal(argv_after(argv2, "-M", 0),
                         "microvm,acpi=off,x-option-roms=off,isa-serial=off");
@@ -449,9 +453,11 @@ static void test_argv_debian_kernel(void **state)
                         "microvm,acpi=on,x-option-roms=off,isa-serial=off");
     assert_string_equal(argv_after(own, "-append", 0),
                         "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "noreplace-smp no_timer_check noapictimer "
                         "tsc_early_khz=2300000 lpj=23000000");
     assert_string_equal(argv_after(deb, "-append", 0),
                         "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
+                        "noreplace-smp no_timer_check noapictimer "
                         "tsc_early_khz=2300000 lpj=9200000");
     /* everything else is the same command line */
     for (size_t i = 0; own[i] || deb[i]; i++) {
@@ -465,7 +471,7 @@ static void test_argv_debian_kernel(void **state)
     assert_int_equal(capsa_vm_build_argv(&c, &l, &deb1, &err), 0);
     assert_string_equal(argv_after(deb1, "-append", 0),
                         "console=hvc0 quiet cryptomgr.notests reboot=t panic=-1 "
-                        "tsc_early_khz=2300000");
+                        "noreplace-smp no_timer_check noapictimer tsc_early_khz=2300000");
     c.kernel_kind = (enum capsa_vm_kernel_kind)7;
     assert_int_equal(capsa_vm_build_argv(&c, &l, &bad, &err), -1);
     assert_non_null(strstr(err.msg, "kernel_kind"));
