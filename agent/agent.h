@@ -58,6 +58,7 @@ struct agent_stream {
     /* exec */
     pid_t pid;
     bool reaped;
+    bool first; /* the VM's first command: its steps extend the boot timeline */
     int status;
     bool tty;
     int out_fd;   /* stdout pipe, or the PTY master */

@@ -383,6 +383,7 @@ static int switch_root_overlay(const struct agent_boot *b, capsa_err *err)
 
     if (find_blockdev(b->root_lower.serial, dev, sizeof(dev), err) < 0)
         return capsa_err_prefix(err, "root lower");
+    agent_mark("lower_dev");
     set_read_ahead(dev, LOWER_READ_AHEAD_KB);
     if (mount_blockdev(dev, LOWER_DIR, b->root_lower.fstype, MS_RDONLY, err) < 0)
         return capsa_err_prefix(err, "root lower");

@@ -328,6 +328,9 @@ struct pathc_entry {
     uint64_t used;
 };
 
+/* Until the first command started: its steps are marked on the boot timeline. */
+static bool first_exec = true;
+
 static struct pathc_entry pathc[PATHC_ENTRIES];
 static uint64_t pathc_clock;
 
@@ -613,6 +616,8 @@ void agent_exec_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
     pid_t pid;
     char me[16];
 
+    if (first_exec)
+        agent_mark("exec_req");
     if (agent_parse_exec_start(p, n, &req, &err) < 0) {
         if (err.code == EBADMSG)
             agent_send_error(a, id, "bad_frame", 0, "exec.start: %s", err.msg);
@@ -697,6 +702,8 @@ void agent_exec_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
             goto out;
         }
     }
+    if (first_exec)
+        agent_mark("user_env");
     sp.argv = req.argv;
     sp.env = env;
     sp.path = agent_env_get(env, "PATH");
@@ -760,7 +767,14 @@ void agent_exec_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
     s->err_fd = p_err;
     s->in_fd = p_in;
     p_out = p_err = p_in = -1;
-    agent_send_json(a, id, CAPSA_MSG_EXEC_STARTED, json_pack("{s:i}", "pid", (int)pid));
+    if (first_exec) { /* the boot timeline grows by the first command's steps */
+        agent_mark("exec_started");
+        s->first = true;
+        first_exec = false;
+    }
+    agent_send_json(a, id, CAPSA_MSG_EXEC_STARTED,
+                    json_pack("{s:i, s:o*}", "pid", (int)pid, "marks_us",
+                              s->first && a->pid1 ? agent_marks_json() : NULL));
 
 out:
     if (c_err != c_out)
@@ -931,12 +945,18 @@ void agent_exec_check_done(struct agent *a, struct agent_stream *s)
     if (s->out_fd >= 0 || s->err_fd >= 0)
         return;
     close_fd(&s->in_fd);
+    if (s->first)
+        agent_mark("exec_done");
     sync_root(a);
     if (WIFSIGNALED(s->status))
         j = json_pack("{s:i, s:i}", "code", 128 + WTERMSIG(s->status), "signal",
                       WTERMSIG(s->status));
     else
         j = json_pack("{s:i, s:i}", "code", WEXITSTATUS(s->status), "signal", 0);
+    if (j && s->first && a->pid1) {
+        agent_mark("exited");
+        json_object_set_new(j, "marks_us", agent_marks_json());
+    }
     agent_send_json(a, s->id, CAPSA_MSG_EXITED, j);
     s->dead = true;
 }

@@ -225,9 +225,7 @@ static int guest_error(const uint8_t *payload, size_t len, const char *what, cap
     return -1;
 }
 
-/* At debug level: the guest's boot timeline from READY's marks_us (microseconds since the
- * guest kernel started), in the order they were taken. */
-static void log_ready_marks(const uint8_t *p, size_t n)
+void capsa_agentc_log_marks(const uint8_t *p, size_t n)
 {
     char line[512];
     size_t len = 0;
@@ -244,7 +242,7 @@ static void log_ready_marks(const uint8_t *p, size_t n)
                                     (double)json_integer_value(v) / 1000.0);
     }
     if (len)
-        log_debug("guest boot timeline (ms since its kernel started):%s", line);
+        log_debug("guest timeline (ms since its kernel started):%s", line);
     json_decref(j);
 }
 
@@ -285,7 +283,7 @@ int capsa_agentc_handshake(struct capsa_agentc *c, json_t *boot, int timeout_ms,
         if (h.stream != 0)
             continue;
         if (h.type == CAPSA_MSG_READY) {
-            log_ready_marks(p, h.len);
+            capsa_agentc_log_marks(p, h.len);
             return 0;
         }
         if (h.type == CAPSA_MSG_ERROR)

@@ -67,5 +67,9 @@ int capsa_agentc_ping(struct capsa_agentc *c, int timeout_ms, uint64_t *rtt_us, 
 int capsa_agentc_shutdown(struct capsa_agentc *c, capsa_err *err);
 
 uint64_t capsa_now_us(void);
+/* At debug level: log the guest's timeline from a frame's JSON "marks_us" (microseconds since
+ * the guest kernel started, in the order they were taken: READY's boot steps, and the first
+ * command's EXEC_STARTED and EXITED), if it has one. */
+void capsa_agentc_log_marks(const uint8_t *p, size_t n);
 
 #endif

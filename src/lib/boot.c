@@ -169,6 +169,7 @@ int capsa_boot_stop(struct capsa_booted *b, int grace_ms, bool remove_run_dir, c
     }
     if (b->vm && capsa_vm_stop(b->vm, 2000, err) < 0)
         ret = -1;
+    log_debug("vm: stopped");
     capsa_agentc_destroy(&b->conn);
     capsa_vm_free(b->vm);
     if (remove_run_dir && capsa_rm_rf(b->run_dir, ret < 0 ? NULL : err) < 0)

@@ -140,6 +140,7 @@ static int on_frame(struct capsa_agentc *c, const struct capsa_exec_opts *o,
         res->pid = j ? json_int_field(j, "pid", 0) : 0;
         json_decref(j);
         log_debug("exec: started as guest pid %d", res->pid);
+        capsa_agentc_log_marks(p, h->len);
         return 0;
     case CAPSA_MSG_EXITED:
         j = capsa_agentc_parse_json(p, h->len, err);
@@ -151,6 +152,8 @@ static int on_frame(struct capsa_agentc *c, const struct capsa_exec_opts *o,
             res->code = res->signal > 0 && res->signal < 128 ? 128 + res->signal : 255;
         res->end = timed_out ? CAPSA_EXEC_TIMEOUT : CAPSA_EXEC_EXITED;
         json_decref(j);
+        log_debug("exec: exited (code %d, signal %d)", res->code, res->signal);
+        capsa_agentc_log_marks(p, h->len);
         return 1;
     case CAPSA_MSG_EXEC_FAILED:
         j = capsa_agentc_parse_json(p, h->len, err);

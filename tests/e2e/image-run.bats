@@ -50,7 +50,7 @@ assert_no_run_left() {
   [[ "$output" == *"capsa-upper"* ]]
   [[ "$output" == *"wrote"* ]]
   # the guest's timeline has the overlay root's steps
-  [[ "$output" =~ guest\ boot\ timeline.*\ lower\ [0-9.]+\ upper\ [0-9.]+\ overlay\ [0-9.]+ ]]
+  [[ "$output" =~ guest\ timeline.*\ lower\ [0-9.]+\ upper\ [0-9.]+\ overlay\ [0-9.]+ ]]
   # an ephemeral run's upper is ext4 without a journal (compat bit 0x4) or metadata
   # checksums (ro_compat 0x400), with inline_data (incompat 0x8000)
   words=$(echo "$output" | sed -n 's/^features //p')

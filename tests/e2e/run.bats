@@ -19,7 +19,9 @@ crun() { timeout 300 "$CAPSA_BIN" run --no-tty "$ROOTFS" -- "$@"; }
   [[ "$output" == *"hello from the guest"* ]]
   # host lines carry ms since start; the agent reports its boot marks (guest clock)
   [[ "$output" =~ debug:\ \+[0-9]+\.[0-9]\ ms:\ agent\ said\ hello ]]
-  [[ "$output" =~ guest\ boot\ timeline.*\ agent\ [0-9.]+\ port\ [0-9.]+\ boot_msg\ [0-9.]+\ ready\ [0-9.]+ ]]
+  [[ "$output" =~ guest\ timeline.*\ agent\ [0-9.]+\ port\ [0-9.]+\ boot_msg\ [0-9.]+\ ready\ [0-9.]+ ]]
+  # ... and the first command's steps, up to its exit
+  [[ "$output" =~ guest\ timeline.*\ ready\ [0-9.]+\ exec_req\ [0-9.]+\ user_env\ [0-9.]+\ exec_started\ [0-9.]+\ exec_done\ [0-9.]+\ exited\ [0-9.]+ ]]
   [[ "$output" == *"exec: first output"* ]]
 }
 
