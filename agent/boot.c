@@ -581,6 +581,13 @@ void agent_poweroff(struct agent *a)
     kill(-1, SIGKILL);
     reap_all(1000);
     agent_dbg("poweroff: processes gone");
+    if (a->boot.root_kind == AGENT_ROOT_OVERLAY && a->boot.root_upper_scratch &&
+        a->boot.n_mounts == 0) {
+        /* an ephemeral run's root: its upper is deleted when QEMU exits and nothing else
+         * is writable, so writing back what the command left dirty is wasted work */
+        agent_log("power-off without write-back (scratch root)");
+        reboot(RB_AUTOBOOT);
+    }
     sync();
     agent_dbg("poweroff: synced");
     umount_all();

@@ -399,6 +399,8 @@ static int parse_overlay_root(json_t *root, struct agent_boot *b, capsa_err *err
         b->root_upper_size_mib = (uint64_t)size;
         return 0;
     }
+    if (get_bool(upper, "scratch", false, &b->root_upper_scratch, err) < 0)
+        return capsa_err_prefix(err, "root.upper");
     return parse_blockdev(upper, "root.upper", "ext4", &b->root_upper, err);
 }
 

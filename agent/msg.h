@@ -66,6 +66,7 @@ struct agent_boot {
     /* root kind overlay: lower (read-only) and upper (a disk, or tmpfs); disk: root_dev */
     struct agent_blockdev root_lower, root_upper, root_dev;
     bool root_upper_tmpfs;
+    bool root_upper_scratch; /* the host deletes the upper after the run: nothing to write back */
     uint64_t root_upper_size_mib; /* tmpfs upper size; 0: the tmpfs default (half of RAM) */
 };
 

@@ -1324,6 +1324,12 @@ static void test_msg_parsers(void **state)
     assert_string_equal(b.root_upper.serial, "capsa-upper");
     assert_string_equal(b.root_upper.fstype, "xfs");
     assert_false(b.root_upper_tmpfs);
+    assert_false(b.root_upper_scratch); /* default: a sandbox's upper, written back */
+    agent_boot_free(&b);
+    s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},"
+        "\"upper\":{\"serial\":\"u\",\"scratch\":true}}}";
+    assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
+    assert_true(b.root_upper_scratch);
     agent_boot_free(&b);
     s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\",\"fstype\":\"erofs\"},"
         "\"upper\":{\"tmpfs\":true,\"size_mib\":128}}}";
@@ -1342,6 +1348,9 @@ static void test_msg_parsers(void **state)
         const char *json, *needle;
     } bad[] = {
         {"{\"root\":{\"kind\":\"overlay\",\"upper\":{\"tmpfs\":true}}}", "root.lower"},
+        {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},\"upper\":{\"serial\":"
+         "\"u\",\"scratch\":1}}}",
+         "root.upper"},
         {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"}}}", "root.upper"},
         {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},\"upper\":{\"tmpfs\":"
          "true,\"serial\":\"u\"}}}",

@@ -505,7 +505,8 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
             return capsa_err_set(err, EINVAL, "root disk %s: not a regular file", r->upper_path);
         }
         add_disk(r, r->upper_path, CAPSA_VM_DISK_RAW, false, CAPSA_SERIAL_UPPER);
-        upper = json_pack("{s:s, s:s}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4");
+        upper = json_pack("{s:s, s:s, s:b}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4",
+                          "scratch", spec->scratch);
         break;
     }
     case CAPSA_ROOT_DISK_TMPFS:
