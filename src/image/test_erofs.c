@@ -23,31 +23,7 @@
 #include <unistd.h>
 
 #include "image/erofs.h"
-
-struct tarbuf {
-    struct archive *a;
-    char *data;
-    size_t len;
-};
-
-static la_ssize_t tb_write(struct archive *a, void *ud, const void *buf, size_t n)
-{
-    struct tarbuf *t = ud;
-    (void)a;
-    t->data = realloc(t->data, t->len + n);
-    memcpy(t->data + t->len, buf, n);
-    t->len += n;
-    return (la_ssize_t)n;
-}
-
-static void tb_open(struct tarbuf *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->a = archive_write_new();
-    archive_write_set_format_pax_restricted(t->a);
-    archive_write_set_bytes_in_last_block(t->a, 1);
-    assert_int_equal(archive_write_open(t->a, t, NULL, tb_write, NULL), ARCHIVE_OK);
-}
+#include "image/test_tarbuf.h"
 
 static struct archive_entry *ent(const char *path, mode_t type, mode_t perm)
 {
@@ -89,12 +65,6 @@ static void tb_link(struct tarbuf *t, const char *path, const char *target, bool
     else
         archive_entry_set_symlink(e, target);
     tb_put(t, e, NULL, 0);
-}
-
-static void tb_close(struct tarbuf *t)
-{
-    archive_write_close(t->a);
-    archive_write_free(t->a);
 }
 
 static int add_tar(struct capsa_erofs *w, struct tarbuf *t, capsa_err *err)
@@ -144,7 +114,7 @@ static void build_layers(struct capsa_erofs *w)
 
     for (size_t i = 0; i < sizeof(big); i++)
         big[i] = (char)('a' + i % 23);
-    tb_open(&t);
+    tb_open(&t, false);
     tb_dir(&t, "./", 0755);
     tb_dir(&t, "etc/", 0755);
     tb_file(&t, "etc/a", "hello\n");
@@ -192,7 +162,7 @@ static void build_layers(struct capsa_erofs *w)
     tb_close(&t);
     assert_int_equal(add_tar(w, &t, &err), 0);
 
-    tb_open(&t);
+    tb_open(&t, false);
     tb_file(&t, ".wh.gone", NULL);
     tb_file(&t, ".wh.gonedir", NULL);
     tb_file(&t, "opq/.wh..wh..opq", NULL);
@@ -330,13 +300,13 @@ static void test_hardlink(void **state)
     snprintf(img, sizeof(img), "%s/lower.erofs", dir);
     fd = open(img, O_RDWR | O_CREAT | O_EXCL, 0644);
     assert_int_equal(capsa_erofs_new(fd, &w, &err), 0);
-    tb_open(&t);
+    tb_open(&t, false);
     tb_file(&t, "a", "shared");
     tb_link(&t, "b", "a", true);
     tb_link(&t, "c", "a", true);
     tb_close(&t);
     assert_int_equal(add_tar(w, &t, &err), 0);
-    tb_open(&t);
+    tb_open(&t, false);
     tb_file(&t, ".wh.c", NULL);
     tb_close(&t);
     assert_int_equal(add_tar(w, &t, &err), 0);
@@ -376,7 +346,7 @@ static void expect_refused(void (*fill)(struct tarbuf *), const char *needle)
 
     assert_non_null(f);
     assert_int_equal(capsa_erofs_new(fileno(f), &w, &err), 0);
-    tb_open(&t);
+    tb_open(&t, false);
     fill(&t);
     tb_close(&t);
     assert_int_equal(add_tar(w, &t, &err), -1);

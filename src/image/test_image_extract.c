@@ -22,6 +22,7 @@
 #include "common/paths.h"
 #include "common/sha256.h"
 #include "image/extract.h"
+#include "image/test_tarbuf.h"
 
 struct fixture {
     char base[256]; /* temp dir holding root/ and outside/ */
@@ -31,33 +32,6 @@ struct fixture {
 };
 
 /* ---- building tars in memory ---------------------------------------------------------- */
-
-struct tarbuf {
-    struct archive *a;
-    char *data;
-    size_t len;
-};
-
-static la_ssize_t tb_write(struct archive *a, void *ud, const void *buf, size_t n)
-{
-    struct tarbuf *t = ud;
-    (void)a;
-    t->data = realloc(t->data, t->len + n);
-    memcpy(t->data + t->len, buf, n);
-    t->len += n;
-    return (la_ssize_t)n;
-}
-
-static void tb_open(struct tarbuf *t, bool gzip)
-{
-    memset(t, 0, sizeof(*t));
-    t->a = archive_write_new();
-    archive_write_set_format_pax_restricted(t->a);
-    if (gzip)
-        archive_write_add_filter_gzip(t->a);
-    archive_write_set_bytes_in_last_block(t->a, 1);
-    assert_int_equal(archive_write_open(t->a, t, NULL, tb_write, NULL), ARCHIVE_OK);
-}
 
 static void tb_add(struct tarbuf *t, const char *path, mode_t type, mode_t perm, const char *data,
                    const char *link)
@@ -89,12 +63,6 @@ static void tb_add_xattr(struct tarbuf *t, const char *path, const char *xname, 
     archive_entry_xattr_add_entry(e, xname, val, strlen(val));
     assert_int_equal(archive_write_header(t->a, e), ARCHIVE_OK);
     archive_entry_free(e);
-}
-
-static void tb_close(struct tarbuf *t)
-{
-    archive_write_close(t->a);
-    archive_write_free(t->a);
 }
 
 /* Write buf to a temp file and apply it; returns apply's result. */

@@ -10,16 +10,12 @@ bats_require_minimum_version 1.5.0
 lib=$BATS_TEST_DIRNAME/../lib
 
 setup_file() {
-  capsa_home_setup
-  export REGDIR="$BATS_FILE_TMPDIR/registry"
-  REG=$("$lib/registry" start "$REGDIR")
-  export REG
-  "$lib/mkimages" "$REG" busybox layers app
+  registry_setup busybox layers app
   if [ "$(id -u)" -eq 0 ]; then "$lib/mkimage-debian" "$REG"; fi
 }
 
 teardown_file() {
-  "$lib/registry" stop "$REGDIR"
+  registry_teardown
 }
 
 teardown() {

@@ -6,11 +6,7 @@ load helpers
 lib=$BATS_TEST_DIRNAME/../lib
 
 setup_file() {
-  capsa_home_setup
-  export REGDIR="$BATS_FILE_TMPDIR/registry"
-  REG=$("$lib/registry" start "$REGDIR")
-  export REG
-  "$lib/mkimages" "$REG"
+  registry_setup
   export STORAGE="$REGDIR/storage/docker/registry/v2/blobs/sha256"
 }
 
