@@ -220,7 +220,9 @@ out:
 static int mkfs_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err)
 {
     static const char *const mkfs[] = {"mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
-    char *argv[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-O",
+    /* 4 KiB blocks at every size (mke2fs.conf would pick 1 KiB below 512 MiB): the VM can
+     * then present a scratch upper with 4 KiB logical blocks (see capsa_rootfs_resolve) */
+    char *argv[] = {"mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-O",
                     /* uninit_bg: without metadata_csum it is what keeps the inode
                      * tables lazy (unwritten), else mkfs zeroes 64 MiB of them per 4 GiB */
                     flags & CAPSA_UPPER_SCRATCH
@@ -344,7 +346,7 @@ fail : {
 /* Formatting costs a mkfs.ext4 run per sandbox (~15-30 ms); a pristine upper of each size and
  * kind is made once under $CAPSA_HOME/cache/upper/ and copied. The name carries the mkfs
  * options' version: change UPPER_TEMPLATE_VERSION with them. */
-#define UPPER_TEMPLATE_VERSION 4
+#define UPPER_TEMPLATE_VERSION 5
 
 int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err)
 {
@@ -380,13 +382,15 @@ direct:
 
 /* ---- resolve ---- */
 
-static void add_disk(struct capsa_rootfs *r, const char *path, enum capsa_vm_disk_format f,
-                     bool readonly, const char *serial)
+static struct capsa_vm_disk *add_disk(struct capsa_rootfs *r, const char *path,
+                                      enum capsa_vm_disk_format f, bool readonly,
+                                      const char *serial)
 {
     size_t i = r->ndisks++;
     snprintf(r->disk_paths[i], sizeof(r->disk_paths[i]), "%s", path);
     r->disks[i] = (struct capsa_vm_disk){
         .path = r->disk_paths[i], .format = f, .readonly = readonly, .serial = serial};
+    return &r->disks[i];
 }
 
 static enum capsa_vm_disk_format format_from_name(const char *path)
@@ -481,10 +485,15 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
     }
     if (load_image_config(r, err) < 0)
         return -1;
-    add_disk(r, r->image.disk, CAPSA_VM_DISK_RAW, true, CAPSA_SERIAL_LOWER);
+    /* capsa's erofs lowers have 4 KiB blocks and a size that is a multiple of them: a disk
+     * of 4 KiB logical blocks spares the guest's block layer a block-size change (and the
+     * page-cache flush that comes with it) at mount */
+    add_disk(r, r->image.disk, CAPSA_VM_DISK_RAW, true, CAPSA_SERIAL_LOWER)->block_size =
+        CAPSA_VM_BLOCK_4K;
 
     switch (rd->kind) {
     case CAPSA_ROOT_DISK_MANAGED: {
+        struct capsa_vm_disk *d;
         struct stat st;
         if (!spec->state_dir || spec->state_dir[0] != '/')
             return capsa_err_set(err, EINVAL,
@@ -504,7 +513,13 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
         } else if (!S_ISREG(st.st_mode)) {
             return capsa_err_set(err, EINVAL, "root disk %s: not a regular file", r->upper_path);
         }
-        add_disk(r, r->upper_path, CAPSA_VM_DISK_RAW, false, CAPSA_SERIAL_UPPER);
+        d = add_disk(r, r->upper_path, CAPSA_VM_DISK_RAW, false, CAPSA_SERIAL_UPPER);
+        d->scratch = spec->scratch;
+        /* a scratch upper is always new, from a 4 KiB-block template (ext4 would otherwise
+         * read its superblock at 1 KiB and switch the device to 4 KiB); a sandbox's upper
+         * may predate that and keeps 512-byte sectors */
+        if (spec->scratch && r->upper_created)
+            d->block_size = CAPSA_VM_BLOCK_4K;
         upper = json_pack("{s:s, s:s, s:b}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4",
                           "scratch", spec->scratch);
         break;

@@ -160,6 +160,18 @@ static bool has_feature(const char *path, const char *feature)
     return system(cmd) == 0;
 }
 
+/* The ext4 file's block size, from its superblock (s_log_block_size at 1024 + 24). */
+static unsigned block_size(const char *path)
+{
+    unsigned char le[4];
+    FILE *f = fopen(path, "rb");
+    bool ok = f && fseek(f, 1024 + 24, SEEK_SET) == 0 && fread(le, 1, 4, f) == 4;
+
+    if (f)
+        fclose(f);
+    return ok ? 1024u << (le[0] | le[1] << 8 | le[2] << 16 | (unsigned)le[3] << 24) : 0;
+}
+
 /* Whether e2fsck finds the ext4 file at path clean (checked, never repaired). */
 static bool fsck_clean(const char *path)
 {
@@ -218,6 +230,10 @@ static void test_make_upper_scratch(void **state)
         assert_false(has_feature(path, "metadata_csum"));
         assert_true(has_feature(path, "inline_data"));
         assert_true(has_feature(path2, "has_journal"));
+        /* 4 KiB blocks even where mke2fs.conf would choose 1 KiB (below 512 MiB): the VM
+         * presents a scratch upper with 4 KiB logical blocks */
+        assert_int_equal(block_size(path), 4096);
+        assert_int_equal(block_size(path2), 4096);
     }
 }
 

@@ -338,7 +338,8 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
     /* Disks: QEMU's format drivers (raw, qcow2, vmdk), host page cache with guest flushes
      * honoured (writeback), thread-pool I/O (works on every host filesystem, unlike
      * aio=native which needs O_DIRECT); writable disks pass guest discards through so a
-     * sparse upper shrinks again. */
+     * sparse upper shrinks again. A scratch disk (deleted when the VM stops) ignores guest
+     * flushes: each would be an fdatasync of the host file (~3 ms at an ext4 mount). */
     for (size_t i = 0; i < cfg->ndisks; i++) {
         const struct capsa_vm_disk *d = &cfg->disks[i];
         _cleanup_free_ char *p = opt_escape(d->path);
@@ -347,11 +348,18 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
             break;
         }
         av_add(&a, "-drive");
-        av_add(&a, "file=%s,if=none,id=d%zu,format=%s,readonly=%s,cache=writeback,aio=threads%s", p,
-               i, capsa_vm_disk_format_name(d->format), d->readonly ? "on" : "off",
+        av_add(&a, "file=%s,if=none,id=d%zu,format=%s,readonly=%s,cache=%s,aio=threads%s", p, i,
+               capsa_vm_disk_format_name(d->format), d->readonly ? "on" : "off",
+               d->scratch && !d->readonly ? "unsafe" : "writeback",
                d->readonly ? "" : ",discard=unmap");
         av_add(&a, "-device");
-        av_add(&a, "virtio-blk-device,drive=d%zu,serial=%s", i, d->serial);
+        if (d->block_size)
+            av_add(&a,
+                   "virtio-blk-device,drive=d%zu,serial=%s,logical_block_size=%u,"
+                   "physical_block_size=%u",
+                   i, d->serial, d->block_size, d->block_size);
+        else
+            av_add(&a, "virtio-blk-device,drive=d%zu,serial=%s", i, d->serial);
     }
     av_add(&a, "-device");
     av_add(&a, "virtio-rng-device");

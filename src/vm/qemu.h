@@ -45,8 +45,16 @@ struct capsa_vm_disk {
     const char *path; /* absolute path of the image file (or block device) */
     enum capsa_vm_disk_format format;
     bool readonly;
+    /* Thrown away when the VM stops (an ephemeral run's scratch upper): guest flushes
+     * need not reach the host's disk, so QEMU ignores them (cache=unsafe). */
+    bool scratch;
+    /* The guest's logical (and physical) block size: 0 = QEMU's 512 bytes; CAPSA_VM_BLOCK_4K
+     * only for disks whose filesystem has 4 KiB blocks and a size that is a multiple. */
+    unsigned block_size;
     const char *serial; /* 1..20 characters of [A-Za-z0-9._-], unique per VM */
 };
+
+#define CAPSA_VM_BLOCK_4K 4096u
 
 /* "raw" | "qcow2" | "vmdk" (and back). */
 int capsa_vm_disk_format_parse(const char *s, enum capsa_vm_disk_format *out, capsa_err *err);

@@ -207,8 +207,11 @@ static void test_argv_kvm_shares(void **state)
 static void test_argv_disks(void **state)
 {
     struct capsa_vm_disk disks[] = {
-        {.path = "/img/lower.erofs", .readonly = true, .serial = "capsa-lower"},
-        {.path = "/run/a,b/upper.ext4", .serial = "capsa-upper"},
+        {.path = "/img/lower.erofs",
+         .readonly = true,
+         .block_size = CAPSA_VM_BLOCK_4K,
+         .serial = "capsa-lower"},
+        {.path = "/run/a,b/upper.ext4", .scratch = true, .serial = "capsa-upper"},
         {.path = "/d/user.qcow2", .format = CAPSA_VM_DISK_QCOW2, .serial = "u1"},
     };
     struct capsa_vm_config c;
@@ -227,14 +230,15 @@ static void test_argv_disks(void **state)
                         "cache=writeback,aio=threads");
     assert_string_equal(argv_after(argv, "-drive", 1),
                         "file=/run/a,,b/upper.ext4,if=none,id=d1,format=raw,readonly=off,"
-                        "cache=writeback,aio=threads,discard=unmap");
+                        "cache=unsafe,aio=threads,discard=unmap");
     assert_string_equal(argv_after(argv, "-drive", 2),
                         "file=/d/user.qcow2,if=none,id=d2,format=qcow2,readonly=off,"
                         "cache=writeback,aio=threads,discard=unmap");
     assert_null(argv_after(argv, "-drive", 3));
     /* serial, agent port, disks in order, then rng */
     assert_string_equal(argv_after(argv, "-device", 3),
-                        "virtio-blk-device,drive=d0,serial=capsa-lower");
+                        "virtio-blk-device,drive=d0,serial=capsa-lower,logical_block_size=4096,"
+                        "physical_block_size=4096");
     assert_string_equal(argv_after(argv, "-device", 4),
                         "virtio-blk-device,drive=d1,serial=capsa-upper");
     assert_string_equal(argv_after(argv, "-device", 5), "virtio-blk-device,drive=d2,serial=u1");

@@ -44,7 +44,7 @@ assert_no_run_left() {
   # the superblock's compat, incompat and ro_compat feature words (offset 1024 + 0x5c..0x64)
   feat='dd if=/dev/vdb bs=4 skip=279 count=3 2>/dev/null | od -An -tx4'
   run env CAPSA_LOG=debug "$CAPSA_BIN" run --no-tty --insecure "$REG/test/busybox" -- sh -c \
-    "cat /sys/block/vda/serial /sys/block/vdb/serial; echo; touch /newfile && echo wrote; echo features \$($feat); echo ra \$(cat /sys/block/vda/queue/read_ahead_kb)"
+    "cat /sys/block/vda/serial /sys/block/vdb/serial; echo; touch /newfile && echo wrote; echo features \$($feat); echo ra \$(cat /sys/block/vda/queue/read_ahead_kb); echo lbs \$(cat /sys/block/vd[ab]/queue/logical_block_size); sync; echo flushes \$(awk '{print \$16}' /sys/block/vdb/stat)"
   [ "$status" -eq 0 ]
   [[ "$output" == *"capsa-lower"* ]]
   [[ "$output" == *"capsa-upper"* ]]
@@ -61,6 +61,13 @@ assert_no_run_left() {
   [ $((incompat & 0x8000)) -ne 0 ]
   [ $((incompat & 0x2)) -ne 0 ] # filetype: it is ext4 we read
   [[ "$output" == *"ra 1024"* ]]  # the lower's read-ahead window
+  # both disks have 4 KiB logical blocks, like their filesystems: no block-size switch at mount
+  [[ "$output" == *"lbs 4096 4096"* ]]
+  # ...and its ext4 is mounted nobarrier: even a sync sends the disk no cache flush
+  [[ "$output" == *"flushes 0"* ]]
+  # the scratch upper dies with the run: QEMU does not pass its flushes to the host's disk
+  [[ "$output" =~ upper\.ext4,[^\ ]*cache=unsafe ]]
+  [[ "$output" =~ lower\.erofs,[^\ ]*cache=writeback ]]
 }
 
 @test "image Entrypoint + Cmd, Env, WorkingDir and User are applied" {

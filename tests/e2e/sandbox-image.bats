@@ -37,6 +37,10 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   [[ "$output" == *"overlay / overlay"* ]]
   [[ "$output" == *"exec-ok"* ]]
   [ -f "$(sbdir img)/upper.ext4" ]
+  # its upper outlives the VM, so QEMU passes the guest's flushes on (unlike a scratch upper)
+  qargs=$(for p in $(pgrep -f qemu-system); do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done |
+    grep -F "$(sbdir img)/upper.ext4")
+  [[ "$qargs" =~ upper\.ext4,[^\ ]*cache=writeback ]]
   # metrics report what the sparse managed upper takes on the host (sampled every second)
   for i in $(seq 50); do
     v=$(capsa metrics img --format json | jq '.[0].upper_host_allocated_bytes')
@@ -48,8 +52,12 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
 }
 
 @test "a file written survives stop/start (persistent upper); the upper stays clean" {
-  run timeout 120 "$CAPSA_BIN" exec img -- sh -c 'echo kept > /etc/kept; rm /bin/ls; sync'
+  run timeout 120 "$CAPSA_BIN" exec img -- sh -c \
+    'echo kept > /etc/kept; rm /bin/ls; sync; echo flushes $(awk "{print \$16}" /sys/block/vdb/stat)'
   [ "$status" -eq 0 ]
+  # unlike an ephemeral run's scratch upper, a sandbox's upper is written with cache flushes
+  flushes=$(echo "$output" | sed -n 's/^flushes //p')
+  [ "${flushes:-0}" -gt 0 ]
   run timeout 120 "$CAPSA_BIN" stop img
   [ "$status" -eq 0 ]
   up="$(sbdir img)/upper.ext4"
