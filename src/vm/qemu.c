@@ -311,9 +311,12 @@ int capsa_vm_build_argv(const struct capsa_vm_config *cfg, const struct capsa_vm
         av_add(&a, "%s%s%s%s%s", base_cmdline, l->accel == CAPSA_ACCEL_TCG ? tcg_cmdline : "", tsc,
                cfg->cmdline_extra ? " " : "", cfg->cmdline_extra ? cfg->cmdline_extra : "");
     }
-    /* virtio-serial: port 0 is the console (hvc0), port 1 the agent channel. */
+    /* virtio-serial: port 0 is the console (hvc0), port 1 the agent channel. Only those two:
+     * the guest driver sets up two virtqueues (and their rings) for every port the device
+     * could have, 64 for QEMU's default of 31; with 2 its probe takes ~11 ms instead of ~23
+     * under TCG. */
     av_add(&a, "-device");
-    av_add(&a, "virtio-serial-device");
+    av_add(&a, "virtio-serial-device,max_ports=2");
     av_add(&a, "-chardev");
     av_add(&a, "file,id=console,path=%s,append=on", log_esc);
     av_add(&a, "-device");

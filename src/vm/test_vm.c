@@ -135,7 +135,7 @@ static void test_argv_tcg(void **state)
                         "file,id=console,path=/run/x/console.log,append=on");
     assert_string_equal(argv_after(argv, "-chardev", 1), "socket,id=agent,fd=3");
     assert_string_equal(argv_after(argv, "-chardev", 2), "socket,id=qmp,fd=4,server=on,wait=off");
-    assert_string_equal(argv_after(argv, "-device", 0), "virtio-serial-device");
+    assert_string_equal(argv_after(argv, "-device", 0), "virtio-serial-device,max_ports=2");
     assert_string_equal(argv_after(argv, "-device", 1), "virtconsole,chardev=console");
     assert_string_equal(argv_after(argv, "-device", 2),
                         "virtserialport,chardev=agent,name=capsa.agent");
