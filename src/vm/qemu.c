@@ -463,7 +463,7 @@ static void describe_status(int st, char *buf, size_t len)
 /* Runs in the forked child: only async-signal-safe calls. */
 static __attribute__((noreturn)) void child_exec(const char *qemu, char **argv, int null_fd,
                                                  int log_fd, int agent_fd, int qmp_fd, int err_fd,
-                                                 pid_t parent)
+                                                 pid_t parent, bool no_thp)
 {
     int fds[5], e;
     sigset_t all;
@@ -471,6 +471,15 @@ static __attribute__((noreturn)) void child_exec(const char *qemu, char **argv, 
     setpgid(0, 0);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(127);
+    /* Under TCG, QEMU's guest RAM and code buffer in transparent huge pages (it asks with
+     * MADV_HUGEPAGE) cost more than they give: every first touch of a 2 MiB range makes
+     * the host find (compacting memory when it is fragmented) and zero a huge page, and a
+     * short-lived guest touches ~100 MB. With 4 KiB pages the boot's virtio probes are not
+     * stalled by that and a `capsa run` reaches its command's first output ~60-75 ms
+     * sooner on this kind of host (docs/vm.md). KVM keeps them (EPT wants huge pages). The
+     * setting survives execve; best effort. */
+    if (no_thp)
+        prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
     /* Move everything above the target range first so dup2 never clobbers a source. */
     fds[0] = fcntl(null_fd, F_DUPFD, 10);
     fds[1] = fcntl(log_fd, F_DUPFD, 10);
@@ -626,7 +635,8 @@ int capsa_vm_start(const struct capsa_vm_config *cfg, struct capsa_vm **out, cap
     if (pid < 0)
         return capsa_err_set(err, errno, "vm: fork: %s", strerror(errno));
     if (pid == 0)
-        child_exec(qemu, argv, null_fd, log_fd, guest_end, qmp_fd, err_w, parent);
+        child_exec(qemu, argv, null_fd, log_fd, guest_end, qmp_fd, err_w, parent,
+                   vm->accel == CAPSA_ACCEL_TCG);
 
     vm->pid = pid;
     bound.path[0] = '\0'; /* from here the vm (or the exec-failure path) removes it */

@@ -38,9 +38,16 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   [[ "$output" == *"exec-ok"* ]]
   [ -f "$(sbdir img)/upper.ext4" ]
   # its upper outlives the VM, so QEMU passes the guest's flushes on (unlike a scratch upper)
-  qargs=$(for p in $(pgrep -f qemu-system); do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done |
-    grep -F "$(sbdir img)/upper.ext4")
+  qpid=$(for p in $(pgrep -f qemu-system); do
+    grep -qF "$(sbdir img)/upper.ext4" "/proc/$p/cmdline" && echo "$p"; done)
+  qargs=$(tr '\0' ' ' <"/proc/$qpid/cmdline")
   [[ "$qargs" =~ upper\.ext4,[^\ ]*cache=writeback ]]
+  # under TCG its guest RAM is not in transparent huge pages (KVM keeps them)
+  if [[ "$qargs" == *"-accel tcg"* ]]; then
+    grep -Eq '^THP_enabled:[[:space:]]+0' "/proc/$qpid/status"
+  else
+    grep -Eq '^THP_enabled:[[:space:]]+1' "/proc/$qpid/status"
+  fi
   # metrics report what the sparse managed upper takes on the host (sampled every second)
   for i in $(seq 50); do
     v=$(capsa metrics img --format json | jq '.[0].upper_host_allocated_bytes')
