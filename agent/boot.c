@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <net/if.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "disk.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 
@@ -250,6 +252,9 @@ static int switch_root_9p(const char *tag, capsa_err *err)
 /* ---- block-device roots ----------------------------------------------------------------
  * The host names each virtio-blk disk by its serial (QEMU `serial=`), which the guest reads
  * from /sys/block/vdX/serial; device names depend on probe order and are never trusted.
+ * Reading a serial is a request to the device (three for an overlay root, ~6 ms of first-use
+ * code and round trips under TCG), so when the host also gives a disk's size, a disk whose
+ * size and read-only flag no other vd* shares is taken without asking (ambiguity: serial).
  * The overlay's lower and upper stay mounted in the initramfs, below the new root, where
  * the chroot'ed agent cannot name them. So block roots keep two O_PATH fds: the initramfs
  * root and the new root's mount. At power-off the agent chroots back into the initramfs,
@@ -275,39 +280,34 @@ static int read_line(const char *path, char *buf, size_t len)
     return 0;
 }
 
-/* /dev/vdX for the disk whose serial is `serial` (creating the node if devtmpfs lacks it). */
-static int find_blockdev(const char *serial, char *dev, size_t len, capsa_err *err)
+/* /dev/vdX for the disk d (creating the node if devtmpfs lacks it). */
+static int find_blockdev(const struct agent_blockdev *d, char *dev, size_t len, capsa_err *err)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
-        _cleanup_dir_ DIR *d = opendir("/sys/block");
-        struct dirent *de;
+        char name[64], path[300], val[64];
+        unsigned int maj, min;
+        struct stat st;
 
-        if (!d)
-            return capsa_err_set(err, errno, "/sys/block: %s", strerror(errno));
-        while ((de = readdir(d))) {
-            char path[300], val[64];
-            unsigned int maj, min;
-            struct stat st;
+        int by_serial = 0;
 
-            if (strncmp(de->d_name, "vd", 2) != 0 || strlen(de->d_name) > 32)
-                continue;
-            snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
-            if (read_line(path, val, sizeof(val)) < 0 || strcmp(val, serial) != 0)
-                continue;
-            snprintf(dev, len, "/dev/%s", de->d_name);
-            if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
-                return 0;
-            snprintf(path, sizeof(path), "/sys/block/%s/dev", de->d_name);
-            if (read_line(path, val, sizeof(val)) < 0 || sscanf(val, "%u:%u", &maj, &min) != 2)
-                return capsa_err_set(err, EIO, "%s: cannot read its device number", path);
-            unlink(dev);
-            if (mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)
-                return capsa_err_set(err, errno, "mknod %s: %s", dev, strerror(errno));
-            return 0;
+        if (agent_disk_lookup("/sys/block", d, name, sizeof(name), &by_serial) != 0) {
+            poll(NULL, 0, 20); /* virtio probing normally finished before init ran */
+            continue;
         }
-        poll(NULL, 0, 20); /* virtio probing normally finished before init ran */
+        if (by_serial && d->sectors)
+            agent_dbg("disk %s: size and read-only flag not unique; found by serial", d->serial);
+        snprintf(dev, len, "/dev/%s", name);
+        if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
+            return 0;
+        snprintf(path, sizeof(path), "/sys/block/%s/dev", name);
+        if (read_line(path, val, sizeof(val)) < 0 || sscanf(val, "%u:%u", &maj, &min) != 2)
+            return capsa_err_set(err, EIO, "%s: cannot read its device number", path);
+        unlink(dev);
+        if (mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)
+            return capsa_err_set(err, errno, "mknod %s: %s", dev, strerror(errno));
+        return 0;
     }
-    return capsa_err_set(err, ENODEV, "no virtio block device with serial \"%s\"", serial);
+    return capsa_err_set(err, ENODEV, "no virtio block device with serial \"%s\"", d->serial);
 }
 
 /* Mount dev on target as fstype; with fstype NULL try every block filesystem the kernel
@@ -385,7 +385,7 @@ static int switch_root_overlay(const struct agent_boot *b, capsa_err *err)
 {
     char dev[64], opts[256];
 
-    if (find_blockdev(b->root_lower.serial, dev, sizeof(dev), err) < 0)
+    if (find_blockdev(&b->root_lower, dev, sizeof(dev), err) < 0)
         return capsa_err_prefix(err, "root lower");
     agent_mark("lower_dev");
     set_read_ahead(dev, LOWER_READ_AHEAD_KB);
@@ -400,7 +400,7 @@ static int switch_root_overlay(const struct agent_boot *b, capsa_err *err)
         if (do_mount("capsa-upper", UPPER_DIR, "tmpfs", 0, opts, err) < 0)
             return capsa_err_prefix(err, "root upper");
     } else {
-        if (find_blockdev(b->root_upper.serial, dev, sizeof(dev), err) < 0 ||
+        if (find_blockdev(&b->root_upper, dev, sizeof(dev), err) < 0 ||
             mount_blockdev(dev, UPPER_DIR, b->root_upper.fstype, MS_NOATIME, b->root_upper_scratch,
                            err) < 0)
             return capsa_err_prefix(err, "root upper");
@@ -422,7 +422,7 @@ static int switch_root_disk(const struct agent_boot *b, capsa_err *err)
 {
     char dev[64];
 
-    if (find_blockdev(b->root_dev.serial, dev, sizeof(dev), err) < 0 ||
+    if (find_blockdev(&b->root_dev, dev, sizeof(dev), err) < 0 ||
         mount_blockdev(dev, NEWROOT, b->root_dev.fstype, 0, false, err) < 0)
         return capsa_err_prefix(err, "root disk");
     keep_roots();

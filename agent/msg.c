@@ -358,15 +358,21 @@ static bool word_ok(const char *s, size_t max, bool upper)
     return true;
 }
 
-/* {"serial": S, "fstype": T} inside obj (fstype defaults to dflt, NULL: optional). */
-static int parse_blockdev(json_t *obj, const char *what, const char *dflt, struct agent_blockdev *d,
-                          capsa_err *err)
+/* {"serial": S, "fstype": T, "sectors": N} inside obj (fstype defaults to dflt, NULL:
+ * optional; sectors optional). readonly: how the host attached the disk. */
+static int parse_blockdev(json_t *obj, const char *what, const char *dflt, bool readonly,
+                          struct agent_blockdev *d, capsa_err *err)
 {
+    json_int_t sectors;
+
     if (!json_is_object(obj))
         return capsa_err_set(err, EINVAL, "%s: expected an object", what);
     if (get_str(obj, "serial", 64, true, &d->serial, err) < 0 ||
-        get_str(obj, "fstype", 64, false, &d->fstype, err) < 0)
+        get_str(obj, "fstype", 64, false, &d->fstype, err) < 0 ||
+        get_int(obj, "sectors", 1, INT64_MAX, 0, &sectors, NULL, err) < 0)
         return capsa_err_prefix(err, "%s", what);
+    d->sectors = (uint64_t)sectors;
+    d->readonly = readonly;
     if (!word_ok(d->serial, AGENT_MAX_SERIAL, true))
         return capsa_err_set(err, EINVAL, "%s.serial: expected 1-%d characters of [A-Za-z0-9._-]",
                              what, AGENT_MAX_SERIAL);
@@ -383,8 +389,8 @@ static int parse_overlay_root(json_t *root, struct agent_boot *b, capsa_err *err
     json_t *upper = json_object_get(root, "upper");
     json_int_t size;
 
-    if (parse_blockdev(json_object_get(root, "lower"), "root.lower", "erofs", &b->root_lower, err) <
-        0)
+    if (parse_blockdev(json_object_get(root, "lower"), "root.lower", "erofs", true, &b->root_lower,
+                       err) < 0)
         return -1;
     if (!json_is_object(upper))
         return capsa_err_set(err, EINVAL, "root.upper: expected an object");
@@ -401,7 +407,7 @@ static int parse_overlay_root(json_t *root, struct agent_boot *b, capsa_err *err
     }
     if (get_bool(upper, "scratch", false, &b->root_upper_scratch, err) < 0)
         return capsa_err_prefix(err, "root.upper");
-    return parse_blockdev(upper, "root.upper", "ext4", &b->root_upper, err);
+    return parse_blockdev(upper, "root.upper", "ext4", false, &b->root_upper, err);
 }
 
 static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
@@ -449,7 +455,7 @@ static int parse_boot_obj(json_t *j, struct agent_boot *b, capsa_err *err)
         if (b->root_kind == AGENT_ROOT_OVERLAY && parse_overlay_root(root, b, err) < 0)
             return -1;
         if (b->root_kind == AGENT_ROOT_DISK &&
-            parse_blockdev(root, "root", NULL, &b->root_dev, err) < 0)
+            parse_blockdev(root, "root", NULL, false, &b->root_dev, err) < 0)
             return -1;
     }
 

@@ -51,6 +51,11 @@ enum agent_root_kind {
 struct agent_blockdev {
     char *serial;
     char *fstype; /* NULL: probe /proc/filesystems (disk root only) */
+    /* Size in 512-byte sectors, 0: not given. With it the disk is found as the only vd*
+     * of that size and read-only flag (sysfs attributes, no request to the device); the
+     * serial (one request per disk read) remains the fallback. */
+    uint64_t sectors;
+    bool readonly;
 };
 
 struct agent_boot {

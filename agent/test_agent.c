@@ -1,6 +1,7 @@
 /* test_agent.c - drives the real capsa-agent (--serve-fd) over a socketpair: exec
  * (exit codes, failures, signals, stdin, stderr, env, cwd, users, rlimits, PTY),
  * fs operations and malformed input; plus the pure passwd/group parser. */
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -23,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "../agent/disk.h"
 #include "../agent/msg.h"
 #include "../agent/users.h"
 #include "common/err.h"
@@ -1271,6 +1273,62 @@ static void test_ignored_signals_reset(void **state)
     assert_true(WIFEXITED(st));
 }
 
+/* A fake /sys/block entry: size and ro always, serial when given. */
+static void fake_disk(const char *sysblock, const char *name, const char *size, const char *ro,
+                      const char *serial)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s/%s", sysblock, name);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/%s/size", sysblock, name);
+    write_file(path, size);
+    snprintf(path, sizeof(path), "%s/%s/ro", sysblock, name);
+    write_file(path, ro);
+    if (serial) {
+        snprintf(path, sizeof(path), "%s/%s/serial", sysblock, name);
+        write_file(path, serial);
+    }
+}
+
+/* Disks are found by size and read-only flag when that is unambiguous (no serial read: the
+ * fake disks without a serial file prove it), else by serial. */
+static void test_disk_lookup(void **state)
+{
+    char sysblock[PATH_MAX], name[64];
+    int by;
+    struct agent_blockdev lower = {.serial = "capsa-lower", .sectors = 3944, .readonly = true};
+    struct agent_blockdev upper = {.serial = "capsa-upper", .sectors = 8388608};
+    struct agent_blockdev bare = {.serial = "capsa-upper"}; /* no size given */
+    (void)state;
+
+    snprintf(sysblock, sizeof(sysblock), "%s/sysblock", tmpdir);
+    assert_int_equal(mkdir(sysblock, 0755), 0);
+    /* probe order says nothing: the upper came first here */
+    fake_disk(sysblock, "vda", "8388608\n", "0\n", NULL);
+    fake_disk(sysblock, "vdb", "3944\n", "1\n", NULL);
+    fake_disk(sysblock, "loop0", "3944\n", "1\n", NULL); /* not a virtio disk */
+    assert_int_equal(agent_disk_lookup(sysblock, &lower, name, sizeof(name), &by), 0);
+    assert_string_equal(name, "vdb");
+    assert_int_equal(agent_disk_lookup(sysblock, &upper, name, sizeof(name), &by), 0);
+    assert_string_equal(name, "vda");
+    /* without a size only the serial counts, and these disks have none */
+    assert_int_equal(agent_disk_lookup(sysblock, &bare, name, sizeof(name), &by), 1);
+    /* a second read-only disk of the lower's size: ambiguous, so by serial */
+    fake_disk(sysblock, "vdc", "3944\n", "1\n", "capsa-lower\n");
+    assert_int_equal(agent_disk_lookup(sysblock, &lower, name, sizeof(name), &by), 0);
+    assert_string_equal(name, "vdc");
+    /* the right size but writable is not the lower; a size nobody has: by serial, absent */
+    lower.sectors = 8388608;
+    assert_int_equal(agent_disk_lookup(sysblock, &lower, name, sizeof(name), &by), 0);
+    assert_string_equal(name, "vdc");
+    upper.sectors = 1234;
+    assert_int_equal(agent_disk_lookup(sysblock, &upper, name, sizeof(name), &by), 1);
+    fake_disk(sysblock, "vdd", "not a number\n", "0\n", "capsa-upper\n");
+    assert_int_equal(agent_disk_lookup(sysblock, &upper, name, sizeof(name), &by), 0);
+    assert_string_equal(name, "vdd");
+}
+
 static void test_msg_parsers(void **state)
 {
     struct agent_exec_req r;
@@ -1324,7 +1382,16 @@ static void test_msg_parsers(void **state)
     assert_string_equal(b.root_upper.serial, "capsa-upper");
     assert_string_equal(b.root_upper.fstype, "xfs");
     assert_false(b.root_upper_tmpfs);
-    assert_false(b.root_upper_scratch); /* default: a sandbox's upper, written back */
+    assert_false(b.root_upper_scratch);        /* default: a sandbox's upper, written back */
+    assert_int_equal(b.root_lower.sectors, 0); /* not given: found by serial */
+    agent_boot_free(&b);
+    s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\",\"sectors\":3944},"
+        "\"upper\":{\"serial\":\"u\",\"sectors\":8388608}}}";
+    assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
+    assert_int_equal(b.root_lower.sectors, 3944);
+    assert_true(b.root_lower.readonly); /* the host attaches the lower read-only */
+    assert_int_equal(b.root_upper.sectors, 8388608);
+    assert_false(b.root_upper.readonly);
     agent_boot_free(&b);
     s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},"
         "\"upper\":{\"serial\":\"u\",\"scratch\":true}}}";
@@ -1364,6 +1431,8 @@ static void test_msg_parsers(void **state)
         {"{\"root\":{\"kind\":\"disk\",\"serial\":\"012345678901234567890\"}}", "root.serial"},
         {"{\"root\":{\"kind\":\"disk\",\"serial\":\"r\",\"fstype\":\"ext4,rw\"}}", "root.fstype"},
         {"{\"root\":{\"kind\":\"disk\"}}", "serial"},
+        {"{\"root\":{\"kind\":\"disk\",\"serial\":\"r\",\"sectors\":0}}", "sectors"},
+        {"{\"root\":{\"kind\":\"disk\",\"serial\":\"r\",\"sectors\":\"8\"}}", "sectors"},
         {"{\"root\":{\"kind\":\"nfs\"}}", "overlay, disk"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1407,6 +1476,7 @@ int main(void)
         cmocka_unit_test(test_ignored_signals_reset),
         cmocka_unit_test(test_path_cache),
         cmocka_unit_test(test_msg_parsers),
+        cmocka_unit_test(test_disk_lookup),
     };
     char cmd[256];
     int rc;

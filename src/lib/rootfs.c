@@ -393,6 +393,18 @@ static struct capsa_vm_disk *add_disk(struct capsa_rootfs *r, const char *path,
     return &r->disks[i];
 }
 
+/* The boot message gives capsa's own (raw) disks their size in 512-byte sectors: the agent
+ * then finds each as the only disk of that size and read-only flag, without a request to
+ * the device for its serial (agent/boot.c). 0 (not given) when it cannot tell. */
+static void set_sectors(json_t *disk, const char *path)
+{
+    struct stat st;
+
+    if (disk && stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        st.st_size % 512 == 0)
+        json_object_set_new(disk, "sectors", json_integer((json_int_t)(st.st_size / 512)));
+}
+
 static enum capsa_vm_disk_format format_from_name(const char *path)
 {
     const char *dot = strrchr(path, '.');
@@ -522,6 +534,7 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
             d->block_size = CAPSA_VM_BLOCK_4K;
         upper = json_pack("{s:s, s:s, s:b}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4",
                           "scratch", spec->scratch);
+        set_sectors(upper, r->upper_path);
         break;
     }
     case CAPSA_ROOT_DISK_TMPFS:
@@ -546,7 +559,10 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
         return capsa_err_set(err, ENOMEM, "out of memory");
     r->root = json_pack("{s:s, s:{s:s, s:s}, s:o}", "kind", "overlay", "lower", "serial",
                         CAPSA_SERIAL_LOWER, "fstype", "erofs", "upper", upper);
-    return r->root ? 0 : capsa_err_set(err, ENOMEM, "out of memory");
+    if (!r->root)
+        return capsa_err_set(err, ENOMEM, "out of memory");
+    set_sectors(json_object_get(r->root, "lower"), r->image.disk);
+    return 0;
 }
 
 int capsa_rootfs_resolve(const struct capsa_rootfs_spec *spec, struct capsa_rootfs *out,
