@@ -271,15 +271,6 @@ static void keep_roots(void)
     newroot_fd = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-static int read_line(const char *path, char *buf, size_t len)
-{
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    if (!f || !fgets(buf, (int)len, f))
-        return -1;
-    buf[strcspn(buf, "\n")] = '\0';
-    return 0;
-}
-
 /* /dev/vdX for the disk d (creating the node if devtmpfs lacks it). */
 static int find_blockdev(const struct agent_blockdev *d, char *dev, size_t len, capsa_err *err)
 {
@@ -300,7 +291,7 @@ static int find_blockdev(const struct agent_blockdev *d, char *dev, size_t len, 
         if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
             return 0;
         snprintf(path, sizeof(path), "/sys/block/%s/dev", name);
-        if (read_line(path, val, sizeof(val)) < 0 || sscanf(val, "%u:%u", &maj, &min) != 2)
+        if (agent_read_line(path, val, sizeof(val)) < 0 || sscanf(val, "%u:%u", &maj, &min) != 2)
             return capsa_err_set(err, EIO, "%s: cannot read its device number", path);
         unlink(dev);
         if (mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)

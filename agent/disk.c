@@ -11,7 +11,7 @@
 #include "common/cleanup.h"
 #include "disk.h"
 
-static int read_line(const char *path, char *buf, size_t len)
+int agent_read_line(const char *path, char *buf, size_t len)
 {
     _cleanup_fclose_ FILE *f = fopen(path, "re");
     if (!f || !fgets(buf, (int)len, f))
@@ -24,7 +24,7 @@ static int read_u64(const char *path, uint64_t *out)
 {
     char buf[32], *end;
 
-    if (read_line(path, buf, sizeof(buf)) < 0)
+    if (agent_read_line(path, buf, sizeof(buf)) < 0)
         return -1;
     errno = 0;
     *out = strtoull(buf, &end, 10);
@@ -66,7 +66,7 @@ int agent_disk_lookup(const char *sysblock, const struct agent_blockdev *d, char
                 continue;
             }
             snprintf(path, sizeof(path), "%s/%s/serial", sysblock, de->d_name);
-            if (read_line(path, val, sizeof(val)) == 0 && strcmp(val, d->serial) == 0) {
+            if (agent_read_line(path, val, sizeof(val)) == 0 && strcmp(val, d->serial) == 0) {
                 snprintf(name, len, "%s", de->d_name);
                 *by_serial = 1;
                 return 0;

@@ -6,6 +6,9 @@
 
 #include "msg.h"
 
+/* The first line of a (sysfs) file, without its newline: 0, or -1. */
+int agent_read_line(const char *path, char *buf, size_t len);
+
 /* The name (vdX) of disk d under sysblock ("/sys/block" in the guest): when d gives its size,
  * the only vd* whose size and read-only flag are d's (sysfs attributes: no request to the
  * device); else, or when that is ambiguous, the one whose serial is d's (each serial read is
