@@ -166,3 +166,17 @@ crun() { timeout 300 "$CAPSA_BIN" run --no-tty "$ROOTFS" -- "$@"; }
   [ "$status" -eq 0 ]
   [[ "$output" == *"via-rootfs-flag"* ]]
 }
+
+@test "scripts/qemu-tb-count counts what TCG translates, per guest kernel symbol" {
+  out="$BATS_TEST_TMPDIR/tb.txt"
+  run env TB_COUNT_OUT="$out" CAPSA_QEMU="$BATS_TEST_DIRNAME/../../scripts/qemu-tb-count" \
+    timeout 600 "$CAPSA_BIN" run --no-tty --accel tcg "$ROOTFS" -- echo counted
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"counted"* ]]
+  total=$(awk '$2 == "TOTAL" {print $1}' "$out")
+  [ "${total:-0}" -gt 10000 ]
+  # a directory root is mounted over 9p: its code was translated, and its first use is
+  # recorded in order after the kernel's start
+  grep -q ' v9fs_mount$' "$out"
+  [ "$(awk '$2 == "v9fs_mount" {print $1}' "$out.seq")" -gt "$(awk '$2 == "start_kernel" {print $1}' "$out.seq")" ]
+}
