@@ -278,8 +278,7 @@ static int find_blockdev(const struct agent_blockdev *d, char *dev, size_t len, 
         char name[64], path[300], val[64];
         unsigned int maj, min;
         struct stat st;
-
-        int by_serial = 0;
+        int by_serial;
 
         if (agent_disk_lookup("/sys/block", d, name, sizeof(name), &by_serial) != 0) {
             poll(NULL, 0, 20); /* virtio probing normally finished before init ran */
@@ -315,8 +314,8 @@ static int mount_blockdev(const char *dev, const char *target, const char *fstyp
     if (fstype) {
         /* ext4 would start a thread at mount that zeroes the inode tables (the host made
          * them sparse) and reads every group's block bitmap ahead of use: on the guest's
-         * one vCPU that competes with the boot, and ext4 loads bitmaps on demand anyway. */
-        /* A scratch disk dies with the run: ext4 need not order its writes with cache
+         * one vCPU that competes with the boot, and ext4 loads bitmaps on demand anyway.
+         * A scratch disk dies with the run: ext4 need not order its writes with cache
          * flushes (nobarrier), which spares a flush round trip per superblock write. */
         if (strcmp(fstype, "ext4") == 0 && !(flags & MS_RDONLY) &&
             (mount(dev, target, fstype, flags,

@@ -1,10 +1,10 @@
 /* test_agent.c - drives the real capsa-agent (--serve-fd) over a socketpair: exec
  * (exit codes, failures, signals, stdin, stderr, env, cwd, users, rlimits, PTY),
  * fs operations and malformed input; plus the pure passwd/group parser. */
-#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
