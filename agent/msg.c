@@ -403,9 +403,11 @@ static int parse_overlay_root(json_t *root, struct agent_boot *b, capsa_err *err
         if (get_int(upper, "size_mib", 1, 1024 * 1024, 0, &size, NULL, err) < 0)
             return capsa_err_prefix(err, "root.upper");
         b->root_upper_size_mib = (uint64_t)size;
+        b->root_upper_known = true; /* the agent makes it */
         return 0;
     }
-    if (get_bool(upper, "scratch", false, &b->root_upper_scratch, err) < 0)
+    if (get_bool(upper, "scratch", false, &b->root_upper_scratch, err) < 0 ||
+        get_bool(upper, "known", false, &b->root_upper_known, err) < 0)
         return capsa_err_prefix(err, "root.upper");
     return parse_blockdev(upper, "root.upper", "ext4", false, &b->root_upper, err);
 }

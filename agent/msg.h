@@ -72,6 +72,7 @@ struct agent_boot {
     struct agent_blockdev root_lower, root_upper, root_dev;
     bool root_upper_tmpfs;
     bool root_upper_scratch; /* the host deletes the upper after the run: nothing to write back */
+    bool root_upper_known;   /* capsa made the upper: overlayfs need not probe its features */
     uint64_t root_upper_size_mib; /* tmpfs upper size; 0: the tmpfs default (half of RAM) */
 };
 

@@ -1383,6 +1383,7 @@ static void test_msg_parsers(void **state)
     assert_string_equal(b.root_upper.fstype, "xfs");
     assert_false(b.root_upper_tmpfs);
     assert_false(b.root_upper_scratch);        /* default: a sandbox's upper, written back */
+    assert_false(b.root_upper_known);          /* default: a user's disk, probed */
     assert_int_equal(b.root_lower.sectors, 0); /* not given: found by serial */
     agent_boot_free(&b);
     s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\",\"sectors\":3944},"
@@ -1394,9 +1395,10 @@ static void test_msg_parsers(void **state)
     assert_false(b.root_upper.readonly);
     agent_boot_free(&b);
     s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},"
-        "\"upper\":{\"serial\":\"u\",\"scratch\":true}}}";
+        "\"upper\":{\"serial\":\"u\",\"scratch\":true,\"known\":true}}}";
     assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
     assert_true(b.root_upper_scratch);
+    assert_true(b.root_upper_known);
     agent_boot_free(&b);
     s = "{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\",\"fstype\":\"erofs\"},"
         "\"upper\":{\"tmpfs\":true,\"size_mib\":128}}}";
@@ -1404,6 +1406,7 @@ static void test_msg_parsers(void **state)
     assert_true(b.root_upper_tmpfs);
     assert_int_equal(b.root_upper_size_mib, 128);
     assert_null(b.root_upper.serial);
+    assert_true(b.root_upper_known); /* the agent makes a tmpfs upper itself */
     agent_boot_free(&b);
     s = "{\"root\":{\"kind\":\"disk\",\"serial\":\"capsa-root\"}}";
     assert_int_equal(agent_parse_boot(s, strlen(s), &b, &err), 0);
@@ -1419,6 +1422,9 @@ static void test_msg_parsers(void **state)
          "\"u\",\"scratch\":1}}}",
          "root.upper"},
         {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"}}}", "root.upper"},
+        {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},\"upper\":{\"serial\":"
+         "\"u\",\"known\":\"yes\"}}}",
+         "root.upper"},
         {"{\"root\":{\"kind\":\"overlay\",\"lower\":{\"serial\":\"l\"},\"upper\":{\"tmpfs\":"
          "true,\"serial\":\"u\"}}}",
          "root.upper"},

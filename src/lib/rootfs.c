@@ -532,8 +532,9 @@ static int resolve_image(const struct capsa_rootfs_spec *spec, struct capsa_root
          * may predate that and keeps 512-byte sectors */
         if (spec->scratch && r->upper_created)
             d->block_size = CAPSA_VM_BLOCK_4K;
-        upper = json_pack("{s:s, s:s, s:b}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4",
-                          "scratch", spec->scratch);
+        /* known: capsa made it (ext4 with d_type, O_TMPFILE, RENAME_WHITEOUT, xattrs) */
+        upper = json_pack("{s:s, s:s, s:b, s:b}", "serial", CAPSA_SERIAL_UPPER, "fstype", "ext4",
+                          "scratch", spec->scratch, "known", 1);
         set_sectors(upper, r->upper_path);
         break;
     }

@@ -70,6 +70,20 @@ assert_no_run_left() {
   [[ "$output" =~ lower\.erofs,[^\ ]*cache=writeback ]]
 }
 
+@test "overlayfs does not probe capsa's upper; copy-up, whiteouts and opaque dirs still hold" {
+  run crun -q "$REG/test/busybox" -- sh -c \
+    'grep " / " /proc/mounts; echo extra >> /etc/hostname; cat /etc/hostname; rm /etc/group
+     test -e /etc/group || echo group-gone; rm -rf /opt; mkdir /opt; echo "opq $(ls -A /opt | wc -l)"
+     dmesg | grep -i overlayfs; true'
+  [ "$status" -eq 0 ]
+  # capsa's kernel patch (guest/kernel/patches/): the mount takes the upper's features as known
+  [[ "$output" =~ overlay\ /\ overlay\ [^\ ]*upper_probe=off ]]
+  [[ "$output" == *$'capsa-test\nextra'* ]] # copied up (through O_TMPFILE)
+  [[ "$output" == *"group-gone"* ]]         # a whiteout
+  [[ "$output" == *"opq 0"* ]]              # the new /opt is opaque (a trusted.* xattr)
+  [[ "$output" != *"does not support"* ]]   # no fallback warnings from overlayfs
+}
+
 @test "image Entrypoint + Cmd, Env, WorkingDir and User are applied" {
   run crun -q "$REG/test/app"
   [ "$status" -eq 0 ]
@@ -145,8 +159,9 @@ assert_no_run_left() {
 }
 
 @test "--root-disk tmpfs: no upper disk, a writable root in RAM" {
-  run crun -q --root-disk tmpfs:64M "$REG/test/busybox" -- sh -c 'ls /sys/block; echo x > /x && cat /x; dd if=/dev/zero of=/big bs=1M count=80 2>&1 | head -1'
+  run crun -q --root-disk tmpfs:64M "$REG/test/busybox" -- sh -c 'ls /sys/block; echo x > /x && cat /x; dd if=/dev/zero of=/big bs=1M count=80 2>&1 | head -1; grep " / " /proc/mounts'
   [ "$status" -eq 0 ]
+  [[ "$output" =~ overlay\ /\ overlay\ [^\ ]*upper_probe=off ]] # the agent made it: no probes
   [[ "$output" == *"vda"* ]]
   [[ "$output" != *"vdb"* ]]
   [[ "$output" == *"x"* ]]
@@ -170,8 +185,10 @@ assert_no_run_left() {
   run e2fsck -fn "$up"
   [ "$status" -eq 0 ]
   [[ "$(dumpe2fs -h "$up" 2>/dev/null | grep -i features)" != *needs_recovery* ]]
-  run crun -q --root-disk "$up" "$REG/test/busybox" -- sh -c 'cat /etc/kept; ls /bin/ls 2>&1; true'
+  run crun -q --root-disk "$up" "$REG/test/busybox" -- sh -c 'cat /etc/kept; ls /bin/ls 2>&1; grep " / " /proc/mounts'
   [ "$status" -eq 0 ]
+  [[ "$output" == *"overlay / overlay"* ]]
+  [[ "$output" != *"upper_probe"* ]] # a user's disk: overlayfs probes it as usual
   [[ "$output" == *"kept"* ]]
   [[ "$output" == *"No such file"* ]] # the whiteout in the upper
   [ -f "$up" ] # never deleted by capsa
