@@ -211,15 +211,130 @@ out:
 
 /* ---- upper disk ---- */
 
-/* Format path (a new file) as ext4 of size_mib with mkfs.ext4. A scratch upper (one that
- * dies with its run) has neither journal nor metadata checksums: there is nothing to recover
- * or to keep after a crash, and under TCG the guest's first use of that code is translated
- * for every run (~5-10 ms for jbd2, ~7 ms for crc32c at mount and first mkdir). Both kinds
- * keep small directories and files inside their inodes (inline_data), so overlayfs'
- * mount-time probes and a command's first small writes allocate no blocks. */
+/* Run an e2fsprogs tool: argv[0] from PATH, else from /usr/sbin or /sbin; input (may be NULL)
+ * on its stdin. Its stderr, and its stdout unless out_ok, end up in *out (NUL-terminated,
+ * at most outsz - 1 bytes). Returns the exit status (0-255), or -1 with err set when it
+ * could not run or was killed. Inputs are short: written whole before the output is read. */
+static int run_tool(char *const argv[], const char *input, bool out_ok, char *out, size_t outsz,
+                    capsa_err *err)
+{
+    const char *alts[] = {argv[0], NULL, NULL};
+    char alt1[64], alt2[64];
+    posix_spawn_file_actions_t fa;
+    int outp[2], inp[2] = {-1, -1}, status, rc = ENOENT;
+    size_t got = 0;
+    pid_t pid = -1;
+
+    snprintf(alt1, sizeof(alt1), "/usr/sbin/%s", argv[0]);
+    snprintf(alt2, sizeof(alt2), "/sbin/%s", argv[0]);
+    alts[1] = alt1;
+    alts[2] = alt2;
+    out[0] = '\0';
+    if (pipe2(outp, O_CLOEXEC) < 0)
+        return capsa_err_set(err, errno, "pipe: %s", strerror(errno));
+    if (input && pipe2(inp, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(outp[0]);
+        close(outp[1]);
+        return capsa_err_set(err, e, "pipe: %s", strerror(e));
+    }
+    posix_spawn_file_actions_init(&fa);
+    if (input)
+        posix_spawn_file_actions_adddup2(&fa, inp[0], 0);
+    else
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (out_ok)
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    else
+        posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, outp[1], 2);
+    for (size_t i = 0; i < ARRAY_SIZE(alts) && rc == ENOENT; i++)
+        rc = i == 0 ? posix_spawnp(&pid, alts[i], &fa, NULL, argv, environ)
+                    : posix_spawn(&pid, alts[i], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(outp[1]);
+    if (input) {
+        close(inp[0]);
+        if (rc == 0) {
+            /* a few hundred bytes: the pipe holds them all */
+            size_t len = strlen(input), off = 0;
+            while (off < len) {
+                ssize_t n = write(inp[1], input + off, len - off);
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n <= 0)
+                    break;
+                off += (size_t)n;
+            }
+        }
+        close(inp[1]);
+    }
+    if (rc != 0) {
+        close(outp[0]);
+        return capsa_err_set(err, rc, "%s: %s (install e2fsprogs)", argv[0], strerror(rc));
+    }
+    for (;;) {
+        char buf[512];
+        ssize_t n = read(outp[0], buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (got + 1 < outsz) {
+            size_t k = (size_t)n < outsz - 1 - got ? (size_t)n : outsz - 1 - got;
+            memcpy(out + got, buf, k);
+            got += k;
+        }
+    }
+    close(outp[0]);
+    out[got] = '\0';
+    for (char *c = out; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return capsa_err_set(err, errno, "%s: wait: %s", argv[0], strerror(errno));
+    if (!WIFEXITED(status))
+        return capsa_err_set(err, EIO, "%s killed by signal %d: %s", argv[0], WTERMSIG(status),
+                             out);
+    return WEXITSTATUS(status);
+}
+
+/* What overlayfs needs on the upper, made at format time: upper/, work/ and work/work, the
+ * last empty and of mode 0, as overlayfs itself leaves it. With capsa's kernel patch 0002
+ * (guest/kernel/patches/) the guest then creates nothing on the upper at mount: ext4's
+ * mkdir code runs (and, under TCG, is translated) only when a command writes (~770 blocks,
+ * ~6 ms per boot). debugfs exits 0 whatever happens: only its banner may be on stderr. */
+static const char upper_dirs_script[] = "mkdir upper\n"
+                                        "mkdir work\n"
+                                        "mkdir work/work\n"
+                                        "sif work mode 040700\n"
+                                        "sif work/work mode 040000\n";
+
+static int make_upper_dirs(const char *path, capsa_err *err)
+{
+    char *argv[] = {"debugfs", "-w", "-f", "-", (char *)path, NULL};
+    char out[1024];
+    int st = run_tool(argv, upper_dirs_script, true, out, sizeof(out), err);
+    const char *end;
+
+    if (st < 0)
+        return -1;
+    end = strchr(out, ')'); /* of the banner, all it may print: "debugfs 1.47.0 (5-Feb-2023) " */
+    if (st != 0 || strncmp(out, "debugfs ", 8) != 0 || !end || end[1 + strspn(end + 1, " ")])
+        return capsa_err_set(err, EIO, "debugfs %s: making upper/ and work/ failed (status %d): %s",
+                             path, st, out);
+    return 0;
+}
+
+/* Format path (a new file) as ext4 of size_mib with mkfs.ext4, and make overlayfs'
+ * directories on it. A scratch upper (one that dies with its run) has neither journal nor
+ * metadata checksums: there is nothing to recover or to keep after a crash, and under TCG
+ * the guest's first use of that code is translated for every run (~5-10 ms for jbd2, ~7 ms
+ * for crc32c at mount and first mkdir). Both kinds keep small directories and files inside
+ * their inodes (inline_data), so a command's first small writes allocate no blocks. */
 static int mkfs_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err)
 {
-    static const char *const mkfs[] = {"mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
     /* 4 KiB blocks at every size (mke2fs.conf would pick 1 KiB below 512 MiB): the VM can
      * then present a scratch upper with 4 KiB logical blocks (see capsa_rootfs_resolve) */
     char *argv[] = {"mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-O",
@@ -231,11 +346,8 @@ static int mkfs_upper(const char *path, uint64_t size_mib, unsigned flags, capsa
                     "-E", "root_owner=0:0,nodiscard,lazy_itable_init=1,lazy_journal_init=1",
                     (char *)path, NULL};
     _cleanup_close_ int fd = -1;
-    posix_spawn_file_actions_t fa;
-    char msg[1024] = "";
-    size_t got = 0;
-    int pipefd[2], status, rc = ENOENT;
-    pid_t pid = -1;
+    char msg[1024];
+    int st;
 
     if (size_mib == 0)
         size_mib = CAPSA_ROOT_DISK_DEFAULT_MIB;
@@ -248,51 +360,16 @@ static int mkfs_upper(const char *path, uint64_t size_mib, unsigned flags, capsa
         return capsa_err_set(err, e, "root disk %s: size %llu MiB: %s", path,
                              (unsigned long long)size_mib, strerror(e));
     }
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        int e = errno;
+    st = run_tool(argv, NULL, false, msg, sizeof(msg), err);
+    if (st != 0) {
         unlink(path);
-        return capsa_err_set(err, e, "pipe: %s", strerror(e));
+        if (st < 0)
+            return -1;
+        return capsa_err_set(err, EIO, "mkfs.ext4 %s failed (status %d): %s", path, st, msg);
     }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-    for (size_t i = 0; i < ARRAY_SIZE(mkfs) && rc == ENOENT; i++)
-        rc = i == 0 ? posix_spawnp(&pid, mkfs[i], &fa, NULL, argv, environ)
-                    : posix_spawn(&pid, mkfs[i], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pipefd[1]);
-    if (rc != 0) {
-        close(pipefd[0]);
+    if (make_upper_dirs(path, err) < 0) {
         unlink(path);
-        return capsa_err_set(err, rc, "mkfs.ext4: %s (install e2fsprogs)", strerror(rc));
-    }
-    for (;;) {
-        char buf[512];
-        ssize_t n = read(pipefd[0], buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        if (got + 1 < sizeof(msg)) {
-            size_t k = (size_t)n < sizeof(msg) - 1 - got ? (size_t)n : sizeof(msg) - 1 - got;
-            memcpy(msg + got, buf, k);
-            got += k;
-        }
-    }
-    close(pipefd[0]);
-    msg[got] = '\0';
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) {
-            status = -1;
-            break;
-        }
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        unlink(path);
-        for (char *p = msg; *p; p++)
-            if (*p == '\n')
-                *p = ' ';
-        return capsa_err_set(err, EIO, "mkfs.ext4 %s failed (status %d): %s", path, status, msg);
+        return -1;
     }
     return 0;
 }
@@ -346,7 +423,7 @@ fail : {
 /* Formatting costs a mkfs.ext4 run per sandbox (~15-30 ms); a pristine upper of each size and
  * kind is made once under $CAPSA_HOME/cache/upper/ and copied. The name carries the mkfs
  * options' version: change UPPER_TEMPLATE_VERSION with them. */
-#define UPPER_TEMPLATE_VERSION 5
+#define UPPER_TEMPLATE_VERSION 6
 
 int capsa_rootfs_make_upper(const char *path, uint64_t size_mib, unsigned flags, capsa_err *err)
 {

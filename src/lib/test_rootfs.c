@@ -181,6 +181,47 @@ static bool fsck_clean(const char *path)
     return system(cmd) == 0;
 }
 
+/* The mode (st_mode, octal, with the type bits) and owner of the entry at rel inside the ext4
+ * file at path, from debugfs' stat, as "40700 0:0"; "" when there is none. */
+static void entry_mode(const char *path, const char *rel, char *out, size_t outsz)
+{
+    char cmd[800];
+    unsigned mode = 0, uid = 1, gid = 1;
+    bool dir = false;
+    FILE *p;
+
+    out[0] = '\0';
+    snprintf(cmd, sizeof(cmd), "debugfs -R 'stat %s' %s 2>/dev/null", rel, path);
+    p = popen(cmd, "r");
+    if (!p)
+        return;
+    for (char line[256]; fgets(line, sizeof(line), p);) {
+        if (strstr(line, "Type: directory"))
+            dir = true;
+        if (strstr(line, "Mode:"))
+            sscanf(strstr(line, "Mode:"), "Mode: %o", &mode);
+        if (strncmp(line, "User:", 5) == 0)
+            sscanf(line, "User: %u Group: %u", &uid, &gid);
+    }
+    pclose(p);
+    if (dir)
+        snprintf(out, outsz, "%o %u:%u", 040000 | mode, uid, gid);
+}
+
+/* Both kinds of upper come with overlayfs' upper/, work/ and an empty work/work of mode 0,
+ * root's, so the guest's overlay mount creates nothing (kernel patch 0002). */
+static void assert_upper_dirs(const char *path)
+{
+    char m[64];
+
+    entry_mode(path, "upper", m, sizeof(m));
+    assert_string_equal(m, "40755 0:0");
+    entry_mode(path, "work", m, sizeof(m));
+    assert_string_equal(m, "40700 0:0");
+    entry_mode(path, "work/work", m, sizeof(m));
+    assert_string_equal(m, "40000 0:0");
+}
+
 static void test_make_upper(void **state)
 {
     char path[400];
@@ -200,6 +241,7 @@ static void test_make_upper(void **state)
     assert_true(has_feature(path, "has_journal"));
     assert_true(has_feature(path, "metadata_csum"));
     assert_true(has_feature(path, "inline_data"));
+    assert_upper_dirs(path);
     /* never overwrites */
     assert_int_equal(capsa_rootfs_make_upper(path, 64, 0, &err), -1);
     assert_int_equal(err.code, EEXIST);
@@ -234,6 +276,8 @@ static void test_make_upper_scratch(void **state)
          * presents a scratch upper with 4 KiB logical blocks */
         assert_int_equal(block_size(path), 4096);
         assert_int_equal(block_size(path2), 4096);
+        assert_upper_dirs(path);
+        assert_upper_dirs(path2);
     }
 }
 

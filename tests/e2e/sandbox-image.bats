@@ -73,6 +73,13 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   [[ "$(dumpe2fs -h "$up" 2>/dev/null | grep -i features)" != *needs_recovery* ]]
   # a named sandbox's upper outlives crashes: it is journaled (an ephemeral run's is not)
   [[ "$(dumpe2fs -h "$up" 2>/dev/null | grep -i features)" == *has_journal* ]]
+  # overlayfs' work/work is still the one the upper's template was made with (same inode,
+  # mode 0, same creation time; copy-ups changed its mtime): the boot reused it instead of
+  # removing and making it again (kernel patch 0002)
+  tmpl=$(ls -t "$CAPSA_HOME"/cache/upper/ext4-4096m-v*.img | grep -v scratch | head -1)
+  wstat() { debugfs -R "stat work/work" "$1" 2>/dev/null | grep -E '^Inode:|^crtime:'; }
+  [[ "$(wstat "$up")" == *"Mode:  0000"* ]]
+  [ "$(wstat "$up")" = "$(wstat "$tmpl")" ]
   run timeout 600 "$CAPSA_BIN" start img
   [ "$status" -eq 0 ] || { echo "$output"; show_log img; false; }
   run timeout 120 "$CAPSA_BIN" exec img -- sh -c 'cat /etc/kept; ls /bin/ls 2>&1; true'
