@@ -1,13 +1,14 @@
 #!/usr/bin/env bats
 # kernel-fallback.bats - Debian's stock kernel as capsa's fallback guest kernel:
 # scripts/fetch-debian-kernel's install (modules in dependency order), then `capsa run`
-# booting it (ACPI machine, modules loaded by the agent) on a busybox root directory.
+# booting it (ACPI machine, modules loaded by the agent) on a busybox root directory, and an
+# image root on it (a kernel without capsa's patches: the agent's fallbacks).
 load helpers
 
 TOP="$BATS_TEST_DIRNAME/../.."
 
 setup_file() {
-  capsa_home_setup
+  registry_setup busybox
   export ROOTFS="$BATS_FILE_TMPDIR/rootfs"
   "$BATS_TEST_DIRNAME/../lib/mkrootfs-busybox" "$ROOTFS"
   export CAPSA_BOOT_TIMEOUT=180
@@ -21,6 +22,10 @@ setup_file() {
   fi
   export KDIR
   KDIR=$(readlink -f "$CAPSA_HOME/kernel/debian")
+}
+
+teardown_file() {
+  registry_teardown
 }
 
 drun() { CAPSA_KERNEL_FLAVOR=debian timeout 300 "$CAPSA_BIN" run --no-tty "$ROOTFS" -- "$@" </dev/null; }
@@ -74,6 +79,17 @@ drun() { CAPSA_KERNEL_FLAVOR=debian timeout 300 "$CAPSA_BIN" run --no-tty "$ROOT
   [ "${lines[-3]}" -eq "$(wc -l <"$KDIR/modules.order")" ]
   [ "${lines[-2]}" -eq 3 ]
   [ "${lines[-1]}" -ge 1 ]
+}
+
+@test "an image root on Debian's kernel: overlayfs mounted without capsa's upper_probe=off" {
+  # the stock kernel refuses the option (EINVAL): the agent mounts the overlay without it,
+  # and overlayfs probes the upper as usual
+  run env CAPSA_KERNEL_FLAVOR=debian timeout 300 "$CAPSA_BIN" run --no-tty --insecure -q \
+    "$REG/test/busybox" -- sh -c 'grep " / " /proc/mounts; echo written > /etc/new; cat /etc/new' </dev/null
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"overlay / overlay"* ]]
+  [[ "$output" != *"upper_probe"* ]]
+  [[ "$output" == *"written"* ]]
 }
 
 @test "nothing is left behind" {
