@@ -159,9 +159,12 @@ assert_no_run_left() {
 }
 
 @test "--root-disk tmpfs: no upper disk, a writable root in RAM" {
-  run crun -q --root-disk tmpfs:64M "$REG/test/busybox" -- sh -c 'ls /sys/block; echo x > /x && cat /x; dd if=/dev/zero of=/big bs=1M count=80 2>&1 | head -1; grep " / " /proc/mounts'
+  run crun -q --root-disk tmpfs:64M "$REG/test/busybox" -- sh -c 'ls /sys/block; echo x > /x && cat /x; dd if=/dev/zero of=/big bs=1M count=80 2>&1 | head -1; grep " / " /proc/mounts
+    rm /etc/group; test -e /etc/group || echo group-gone; rm -rf /opt; mkdir /opt; echo "opq $(ls -A /opt | wc -l)"'
   [ "$status" -eq 0 ]
   [[ "$output" =~ overlay\ /\ overlay\ [^\ ]*upper_probe=off ]] # the agent made it: no probes
+  [[ "$output" == *"group-gone"* ]] # whiteouts and opaque dirs hold on tmpfs without the probes
+  [[ "$output" == *"opq 0"* ]]
   [[ "$output" == *"vda"* ]]
   [[ "$output" != *"vdb"* ]]
   [[ "$output" == *"x"* ]]
