@@ -80,12 +80,22 @@ show_log() { cat "$(sbdir "$1")/supervisor.log" >&2 2>/dev/null || true; }
   wstat() { debugfs -R "stat work/work" "$1" 2>/dev/null | grep -E '^Inode:|^crtime:'; }
   [[ "$(wstat "$up")" == *"Mode:  0000"* ]]
   [ "$(wstat "$up")" = "$(wstat "$tmpl")" ]
+  # leftovers in work/work (as a crash in the middle of a copy-up leaves them) are not
+  # reused: the next boot cleans them up
+  echo junk >"$BATS_TEST_TMPDIR/junk"
+  printf 'cd work/work\nwrite %s leftover\n' "$BATS_TEST_TMPDIR/junk" | debugfs -w -f - "$up" >/dev/null 2>&1
+  [[ "$(debugfs -R 'ls work/work' "$up" 2>/dev/null)" == *leftover* ]]
   run timeout 600 "$CAPSA_BIN" start img
   [ "$status" -eq 0 ] || { echo "$output"; show_log img; false; }
   run timeout 120 "$CAPSA_BIN" exec img -- sh -c 'cat /etc/kept; ls /bin/ls 2>&1; true'
   [ "$status" -eq 0 ]
   [[ "$output" == *"kept"* ]]
   [[ "$output" == *"No such file"* ]]
+  run timeout 120 "$CAPSA_BIN" stop img
+  [ "$status" -eq 0 ]
+  [[ "$(debugfs -R 'ls work/work' "$up" 2>/dev/null)" != *leftover* ]]
+  run e2fsck -fn "$up"
+  [ "$status" -eq 0 ]
 }
 
 @test "image rm of an image a sandbox uses is refused without -f" {
