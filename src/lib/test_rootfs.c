@@ -1,6 +1,7 @@
 /* test_rootfs.c - root resolution: --root-disk and --pull grammars, image command and env
- * rules, managed upper creation (real mkfs.ext4), directory/disk-image roots, and the
+ * rules, managed upper creation (real mkfs.ext4 and debugfs), directory/disk-image roots, and the
  * never pull policy on an empty store. */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -281,6 +282,44 @@ static void test_make_upper_scratch(void **state)
     }
 }
 
+/* debugfs exits 0 whatever fails: anything on its stderr but its banner fails the format,
+ * and nothing is left (no upper, no template). A fake debugfs first on PATH says so. */
+static void test_make_upper_debugfs_error(void **state)
+{
+    char bin[400], fake[500], path[400], cache[600], oldpath[4096];
+    struct dirent *de;
+    DIR *d;
+    capsa_err err = {0};
+    FILE *f;
+    (void)state;
+
+    snprintf(oldpath, sizeof(oldpath), "%s", getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    snprintf(bin, sizeof(bin), "%s/fakebin", tmp);
+    assert_int_equal(mkdir(bin, 0755), 0);
+    snprintf(fake, sizeof(fake), "%s/debugfs", bin);
+    f = fopen(fake, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\nwhile read -r l; do :; done\necho 'debugfs 1.47.0 (5-Feb-2023)' >&2\n"
+          "echo 'mkdir: Could not allocate block in ext2 filesystem' >&2\nexit 0\n",
+          f);
+    fclose(f);
+    assert_int_equal(chmod(fake, 0755), 0);
+    setenv("PATH", bin, 1); /* mkfs.ext4 is found in /usr/sbin or /sbin */
+    snprintf(path, sizeof(path), "%s/failed.ext4", tmp);
+    assert_int_equal(capsa_rootfs_make_upper(path, 96, 0, &err), -1);
+    setenv("PATH", oldpath, 1);
+    assert_non_null(strstr(err.msg, "debugfs"));
+    assert_non_null(strstr(err.msg, "Could not allocate block"));
+    assert_int_equal(access(path, F_OK), -1);
+    /* neither a template of that size nor its temporary file */
+    snprintf(cache, sizeof(cache), "%s/home/cache/upper", tmp);
+    d = opendir(cache);
+    assert_non_null(d);
+    while ((de = readdir(d)))
+        assert_null(strstr(de->d_name, "-96m-"));
+    closedir(d);
+}
+
 static void test_resolve_paths(void **state)
 {
     struct capsa_rootfs_spec spec = {0};
@@ -355,10 +394,15 @@ static void test_pull_never_missing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_root_disk_parse), cmocka_unit_test(test_pull_policy),
-        cmocka_unit_test(test_command),         cmocka_unit_test(test_env_merge),
-        cmocka_unit_test(test_make_upper),      cmocka_unit_test(test_make_upper_scratch),
-        cmocka_unit_test(test_resolve_paths),   cmocka_unit_test(test_pull_never_missing),
+        cmocka_unit_test(test_root_disk_parse),
+        cmocka_unit_test(test_pull_policy),
+        cmocka_unit_test(test_command),
+        cmocka_unit_test(test_env_merge),
+        cmocka_unit_test(test_make_upper),
+        cmocka_unit_test(test_make_upper_scratch),
+        cmocka_unit_test(test_make_upper_debugfs_error),
+        cmocka_unit_test(test_resolve_paths),
+        cmocka_unit_test(test_pull_never_missing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
