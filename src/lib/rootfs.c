@@ -218,8 +218,8 @@ out:
 static int run_tool(char *const argv[], const char *input, bool out_ok, char *out, size_t outsz,
                     capsa_err *err)
 {
-    const char *alts[] = {argv[0], NULL, NULL};
     char alt1[64], alt2[64];
+    const char *alts[] = {argv[0], alt1, alt2};
     posix_spawn_file_actions_t fa;
     int outp[2], inp[2] = {-1, -1}, status, rc = ENOENT;
     size_t got = 0;
@@ -227,8 +227,6 @@ static int run_tool(char *const argv[], const char *input, bool out_ok, char *ou
 
     snprintf(alt1, sizeof(alt1), "/usr/sbin/%s", argv[0]);
     snprintf(alt2, sizeof(alt2), "/sbin/%s", argv[0]);
-    alts[1] = alt1;
-    alts[2] = alt2;
     out[0] = '\0';
     if (pipe2(outp, O_CLOEXEC) < 0)
         return capsa_err_set(err, errno, "pipe: %s", strerror(errno));
